@@ -1,0 +1,112 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { DefaultArtifactClient, GHESNotSupportedError } from '@actions/artifact';
+import { ActionError, InputError, messageOf } from './errors.js';
+import { parseArtifactName } from './inputs.js';
+
+export interface UploadedArtifact {
+  id: number;
+  name: string;
+  url: string;
+  digest: string;
+}
+
+/** True for GitHub Enterprise Server, whose artifact service this client cannot talk to. */
+export function isGhes(serverUrl = process.env.GITHUB_SERVER_URL): boolean {
+  const host = new URL(serverUrl || 'https://github.com').hostname.toUpperCase();
+  return host !== 'GITHUB.COM' && !host.endsWith('.GHE.COM') && !host.endsWith('.LOCALHOST');
+}
+
+/**
+ * Everything that can be known about an upload before downloading: the runner gives us a token,
+ * the service exists here, and the artifact's name is one it accepts. Failing now saves a
+ * multi-GB download that could not be uploaded anyway.
+ */
+export function checkArtifactUpload(name: string, explicitName: boolean): void {
+  if (!process.env.ACTIONS_RUNTIME_TOKEN || !process.env.ACTIONS_RESULTS_URL) {
+    throw new ActionError(
+      'Uploading an artifact needs a GitHub Actions workflow run: ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL are not set. Set `upload-artifact: false` when running elsewhere.',
+    );
+  }
+  if (isGhes()) {
+    throw new ActionError(
+      `Artifact upload is not available on GitHub Enterprise Server (${process.env.GITHUB_SERVER_URL}): this artifact service only exists on github.com and GHE.com. Set \`upload-artifact: false\` and upload the file at the \`path\` output with actions/upload-artifact@v3 instead.`,
+    );
+  }
+  if (!explicitName) {
+    try {
+      parseArtifactName(name);
+    } catch {
+      throw new InputError('artifact-name', `the file name ${JSON.stringify(name)} cannot be an artifact name. Set \`artifact-name\` to a name without " : < > | * ? \\ /.`);
+    }
+  }
+}
+
+/** The service's URL for an artifact, as shown on the run's page. */
+export function artifactUrl(id: number, env: NodeJS.ProcessEnv = process.env): string {
+  const server = (env.GITHUB_SERVER_URL || 'https://github.com').replace(/\/+$/, '');
+  return `${server}/${env.GITHUB_REPOSITORY ?? ''}/actions/runs/${env.GITHUB_RUN_ID ?? ''}/artifacts/${id}`;
+}
+
+/**
+ * Uploads `file` as a single un-zipped artifact called `name`. An upload without an archive takes
+ * its name from the file, so a different name is given through a hard link in a hidden directory
+ * beside the file: no copy of a multi-GB archive.
+ */
+export async function uploadArtifact(file: string, name: string, sha256: string, retentionDays?: number): Promise<UploadedArtifact> {
+  const staging = path.join(path.dirname(file), `.together-download-artifact-${randomBytes(6).toString('hex')}`);
+  const staged = path.join(staging, name);
+  const needsStaging = path.basename(file) !== name;
+  let moved = false;
+  try {
+    if (needsStaging) {
+      await fs.promises.mkdir(staging);
+      try {
+        await fs.promises.link(file, staged);
+      } catch {
+        // Some file systems refuse hard links; a rename in the same directory tree is as cheap.
+        await fs.promises.rename(file, staged);
+        moved = true;
+      }
+    }
+    const source = needsStaging ? staged : file;
+    const client = new DefaultArtifactClient();
+    let result: Awaited<ReturnType<DefaultArtifactClient['uploadArtifact']>>;
+    try {
+      result = await client.uploadArtifact(name, [source], path.dirname(source), { skipArchive: true, retentionDays });
+    } catch (error) {
+      throw explainUploadError(error, name);
+    }
+    if (result.id === undefined) throw new ActionError(`The artifact service did not return an id for artifact ${name}.`);
+    const digest = (result.digest ?? '').replace(/^sha256:/, '').toLowerCase();
+    if (digest !== sha256) {
+      throw new ActionError(
+        `The artifact service reported sha256 ${digest || '(none)'} for artifact ${name}, but the downloaded file's sha256 is ${sha256}. The upload may be corrupt; run the job again.`,
+      );
+    }
+    return { id: result.id, name, url: artifactUrl(result.id), digest };
+  } finally {
+    if (moved) await fs.promises.rename(staged, file);
+    if (needsStaging) await fs.promises.rm(staging, { recursive: true, force: true });
+  }
+}
+
+function explainUploadError(error: unknown, name: string): unknown {
+  const message = messageOf(error);
+  if (error instanceof GHESNotSupportedError) {
+    return new ActionError(`Artifact upload is not available on GitHub Enterprise Server. Set \`upload-artifact: false\`. (${message})`);
+  }
+  // The client wraps its UsageError in a plain Error, so only the message tells a full quota.
+  if (/storage quota|insufficient usage/i.test(message)) {
+    return new ActionError(
+      `The artifact storage quota of this account is full, so artifact ${name} could not be uploaded. Delete old artifacts, lower \`retention-days\`, or raise the storage limit in the billing settings. The downloaded file is kept at the \`path\` output.`,
+    );
+  }
+  if (/\(409\)|conflict|already exists/i.test(message)) {
+    return new ActionError(
+      `An artifact named ${name} already exists in this workflow run (HTTP 409 Conflict). Set \`artifact-name\` to a name that is unique in the run, for example one that includes the step or the matrix values.`,
+    );
+  }
+  return new ActionError(`Uploading artifact ${name} failed: ${message}. The downloaded file is kept at the \`path\` output.`, { cause: error });
+}

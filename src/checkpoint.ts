@@ -1,0 +1,67 @@
+import { ActionError, InputError } from './errors.js';
+import type { CheckpointChoice } from './inputs.js';
+
+/** What was fetched, as reported in the `checkpoint-type` output. */
+export type FetchedType = 'merged' | 'adapter' | 'model';
+
+/** The value of the download endpoint's `checkpoint` query parameter. */
+export type CheckpointQuery = 'merged' | 'adapter' | 'model_output_path';
+
+export type TrainingKind = 'lora' | 'full';
+
+export interface CheckpointPlan {
+  fetched: FetchedType;
+  query: CheckpointQuery;
+}
+
+/**
+ * The job's kind of training. Jobs from before LoRA existed carry no `training_type`; they were
+ * full fine-tunes, so that is what its absence means.
+ */
+export function trainingKind(trainingType: { type?: string } | null | undefined): TrainingKind {
+  return trainingType?.type?.toLowerCase() === 'lora' ? 'lora' : 'full';
+}
+
+/** Maps the `checkpoint-type` input onto what a job of this kind can serve. */
+export function planCheckpoint(kind: TrainingKind, choice: CheckpointChoice): CheckpointPlan {
+  if (kind === 'lora') {
+    const fetched = choice === 'adapter' ? 'adapter' : 'merged';
+    return { fetched, query: fetched };
+  }
+  if (choice !== 'default') {
+    throw new InputError(
+      'checkpoint-type',
+      `\`${choice}\` is only available for LoRA jobs, and this is a full fine-tuning job: it has no adapter and nothing to merge. Use \`default\` (or leave the input out) to download the full model.`,
+    );
+  }
+  return { fetched: 'model', query: 'model_output_path' };
+}
+
+export interface JobState {
+  id: string;
+  status: string;
+}
+
+const FAILED_STATUSES = new Set(['cancelled', 'cancel_requested', 'error', 'user_error']);
+
+/** Throws unless the job's final model can be downloaded. */
+export function requireCompleted(job: JobState): void {
+  if (job.status === 'completed') return;
+  const status = job.status || 'unknown';
+  if (FAILED_STATUSES.has(status)) {
+    throw new ActionError(
+      `Fine-tuning job ${job.id} has status \`${status}\`, so it has no final model to download. Check the job on Together, or give \`step\` to fetch one of its saved checkpoints.`,
+    );
+  }
+  throw new ActionError(
+    `Fine-tuning job ${job.id} is not finished yet (status \`${status}\`), so its final model cannot be downloaded. Run this step again once the job is \`completed\`; checkpoints it has already saved can be fetched now with the \`step\` input.`,
+  );
+}
+
+/** Throws, listing the steps that exist, unless `step` is one of the job's checkpoints. */
+export function requireStep(jobId: string, step: number, checkpoints: ReadonlyArray<{ step: number }>): void {
+  const steps = [...new Set(checkpoints.map((c) => c.step))].sort((a, b) => a - b);
+  if (steps.includes(step)) return;
+  const available = steps.length === 0 ? 'The job has no saved checkpoints yet.' : `Steps that exist: ${steps.join(', ')}.`;
+  throw new InputError('step', `job ${jobId} has no checkpoint at step ${step}. ${available}`);
+}

@@ -1,0 +1,118 @@
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ActionError, InputError } from './errors.js';
+import { formatBytes } from './format.js';
+
+export interface Destination {
+  /** The directory the file goes into. */
+  dir: string;
+  /** The file name the user chose, or undefined to use the default name. */
+  name?: string;
+}
+
+/**
+ * Where the `path` input points. An existing directory, or a value ending in a separator, is a
+ * directory; anything else names the file itself. Relative paths resolve against the workspace.
+ */
+export function resolveDestination(input: string, workspace: string): Destination {
+  if (input === '') return { dir: path.resolve(workspace) };
+  if (input.includes('\0')) throw new InputError('path', 'contains a NUL character.');
+  const absolute = path.resolve(workspace, input);
+  const endsWithSeparator = /[\\/]$/.test(input);
+  if (endsWithSeparator || isDirectory(absolute)) return { dir: absolute };
+  return { dir: path.dirname(absolute), name: path.basename(absolute) };
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Creates the destination directory, remembering what it created so that a failed download can
+ * leave the file system as it found it.
+ */
+export async function prepareDirectory(dir: string): Promise<{ removeIfCreated: () => Promise<void> }> {
+  let created: string | undefined;
+  try {
+    created = await fs.promises.mkdir(dir, { recursive: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way' : (error as Error).message;
+    throw new InputError('path', `cannot create the directory ${dir}: ${why}. Give a directory, or a file path whose parent can be created.`);
+  }
+  return {
+    removeIfCreated: async () => {
+      if (!created) return;
+      // Remove only empty directories, deepest first, up to the first one we created.
+      for (let d = dir; d.startsWith(created); d = path.dirname(d)) {
+        try {
+          await fs.promises.rmdir(d);
+        } catch {
+          return;
+        }
+        if (d === created) return;
+      }
+    },
+  };
+}
+
+/** A hidden temp path beside the target, so the final rename stays on one file system. */
+export function tempPathFor(target: string): string {
+  return path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString('hex')}.partial`);
+}
+
+/** Temp files to remove if the process is cancelled before it can clean up after itself. */
+const pendingTempFiles = new Set<string>();
+let signalHandlersInstalled = false;
+
+export function trackTempFile(file: string): () => Promise<void> {
+  installSignalHandlers();
+  pendingTempFiles.add(file);
+  return async () => {
+    pendingTempFiles.delete(file);
+    await fs.promises.rm(file, { force: true });
+  };
+}
+
+function installSignalHandlers(): void {
+  if (signalHandlersInstalled) return;
+  signalHandlersInstalled = true;
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    process.once(signal, () => {
+      for (const file of pendingTempFiles) {
+        try {
+          fs.rmSync(file, { force: true });
+        } catch {
+          // Best effort: the process is exiting either way.
+        }
+      }
+      process.stdout.write(`::error::Cancelled (${signal}); the partial download was removed.\n`);
+      process.exit(code);
+    });
+  }
+}
+
+/** Fails early, quoting both numbers, when the archive cannot fit on the destination's disk. */
+export async function requireFreeSpace(dir: string, bytes: number | undefined): Promise<void> {
+  if (bytes === undefined) return;
+  let free: number;
+  try {
+    const stats = await fs.promises.statfs(dir);
+    free = stats.bavail * stats.bsize;
+  } catch {
+    return; // No statfs on this platform or file system: the download itself will tell.
+  }
+  if (free < bytes) {
+    throw new ActionError(
+      `Not enough disk space in ${dir}: the archive needs ${formatBytes(bytes)} (${bytes} bytes) but only ${formatBytes(free)} (${free} bytes) is free. Free up space (for example remove preinstalled tools), choose another \`path\`, or use a larger runner.`,
+    );
+  }
+}

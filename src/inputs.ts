@@ -1,0 +1,186 @@
+import * as core from '@actions/core';
+import { InputError } from './errors.js';
+
+export const CHECKPOINT_TYPES = ['default', 'merged', 'adapter'] as const;
+export type CheckpointChoice = (typeof CHECKPOINT_TYPES)[number];
+
+export const DEFAULT_BASE_URL = 'https://api.together.ai/v1';
+
+export interface Inputs {
+  /** `ft-<id>`, without any `:<step>` suffix. */
+  jobId: string;
+  /** The checkpoint step, or undefined for the final model. */
+  step?: number;
+  checkpointType: CheckpointChoice;
+  /** The `path` input as given (may be empty); resolved against `workspace` later. */
+  path: string;
+  workspace: string;
+  apiKey: string;
+  baseUrl: string;
+  uploadArtifact: boolean;
+  artifactName?: string;
+  retentionDays?: number;
+}
+
+/** The raw strings an `Inputs` is made from: action inputs plus the environment fallbacks. */
+export interface RawInputs {
+  'job-id': string;
+  step: string;
+  'checkpoint-type': string;
+  path: string;
+  'api-key': string;
+  'base-url': string;
+  'upload-artifact': boolean;
+  'artifact-name': string;
+  'retention-days': string;
+  workspace: string;
+}
+
+// Letters, digits and `-` only: the id is placed in a URL path and query, so nothing else may pass.
+const JOB_ID = /^(ft-[A-Za-z0-9-]+)(?::([0-9]+))?$/;
+const JOB_ID_FORM = '`ft-<id>` or `ft-<id>:<step>`, e.g. ft-fe94af08-1c61-41d2-8494-6d7ff5386262 or ft-fe94af08-1c61-41d2-8494-6d7ff5386262:120';
+
+/** Reads the action's inputs, masking the API key before anything else can print it. */
+export function readInputs(env: NodeJS.ProcessEnv = process.env): Inputs {
+  const apiKey = core.getInput('api-key') || env.TOGETHER_API_KEY?.trim() || '';
+  if (apiKey) core.setSecret(apiKey);
+  return parseInputs({
+    'job-id': core.getInput('job-id'),
+    step: core.getInput('step'),
+    'checkpoint-type': core.getInput('checkpoint-type'),
+    path: core.getInput('path'),
+    'api-key': apiKey,
+    'base-url': core.getInput('base-url') || env.TOGETHER_BASE_URL?.trim() || '',
+    // The runner always passes the declared default; an unset input (a local run) means false.
+    'upload-artifact': core.getInput('upload-artifact') === '' ? false : core.getBooleanInput('upload-artifact'),
+    'artifact-name': core.getInput('artifact-name'),
+    'retention-days': core.getInput('retention-days'),
+    workspace: env.GITHUB_WORKSPACE || process.cwd(),
+  });
+}
+
+export function parseInputs(raw: RawInputs): Inputs {
+  const { jobId, step: stepInJobId } = parseJobId(raw['job-id']);
+  const stepInput = parseStep(raw.step);
+  if (stepInJobId !== undefined && stepInput !== undefined && stepInJobId !== stepInput) {
+    throw new InputError(
+      'step',
+      `${stepInput} disagrees with the step ${stepInJobId} in \`job-id\`. Give the step in one place, or the same step in both.`,
+    );
+  }
+  const apiKey = parseApiKey(raw['api-key']);
+  return {
+    jobId,
+    step: stepInJobId ?? stepInput,
+    checkpointType: parseCheckpointType(raw['checkpoint-type']),
+    path: raw.path.trim(),
+    workspace: raw.workspace,
+    apiKey,
+    baseUrl: parseBaseUrl(raw['base-url']),
+    uploadArtifact: raw['upload-artifact'],
+    artifactName: parseArtifactName(raw['artifact-name']),
+    retentionDays: parseRetentionDays(raw['retention-days']),
+  };
+}
+
+export function parseJobId(value: string): { jobId: string; step?: number } {
+  const trimmed = value.trim();
+  if (trimmed === '') {
+    throw new InputError('job-id', `is required. Expected ${JOB_ID_FORM}.`);
+  }
+  const match = JOB_ID.exec(trimmed);
+  if (!match) {
+    throw new InputError('job-id', `${quote(trimmed)} is not a fine-tuning job id. Expected ${JOB_ID_FORM}.`);
+  }
+  const step = match[2] === undefined ? undefined : toPositiveInteger(match[2]);
+  if (match[2] !== undefined && step === undefined) {
+    throw new InputError('job-id', `the step after \`:\` must be a positive integer, got ${quote(match[2])}. Expected ${JOB_ID_FORM}.`);
+  }
+  return { jobId: match[1], step };
+}
+
+export function parseStep(value: string): number | undefined {
+  const trimmed = value.trim();
+  if (trimmed === '') return undefined;
+  const step = /^[0-9]+$/.test(trimmed) ? toPositiveInteger(trimmed) : undefined;
+  if (step === undefined) {
+    throw new InputError('step', `${quote(trimmed)} is not a positive integer. Give a checkpoint step such as 120, or leave it empty for the final model.`);
+  }
+  return step;
+}
+
+export function parseCheckpointType(value: string): CheckpointChoice {
+  const normalized = value.trim().toLowerCase() || 'default';
+  if ((CHECKPOINT_TYPES as readonly string[]).includes(normalized)) return normalized as CheckpointChoice;
+  throw new InputError('checkpoint-type', `${quote(value.trim())} is not valid. Use one of: ${CHECKPOINT_TYPES.join(', ')}.`);
+}
+
+export function parseApiKey(value: string): string {
+  if (value === '') {
+    throw new InputError(
+      'api-key',
+      'no Together API key was given. Set `api-key: ${{ secrets.TOGETHER_API_KEY }}` or the TOGETHER_API_KEY environment variable.',
+    );
+  }
+  // Never echo the key: only say what is wrong with it.
+  if (/[\s\u0000-\u001f\u007f]/.test(value) || /[^\u0020-\u007e]/.test(value)) {
+    throw new InputError('api-key', 'contains whitespace, control or non-ASCII characters that cannot be sent in an HTTP header. Check the secret for a stray newline or quote.');
+  }
+  return value;
+}
+
+export function parseBaseUrl(value: string): string {
+  const trimmed = value.trim() || DEFAULT_BASE_URL;
+  let url: URL;
+  try {
+    url = new URL(trimmed);
+  } catch {
+    throw new InputError('base-url', `${quote(trimmed)} is not a URL. Expected something like ${DEFAULT_BASE_URL}.`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new InputError('base-url', `must be an http or https URL, got ${quote(trimmed)}. Expected something like ${DEFAULT_BASE_URL}.`);
+  }
+  if (url.username || url.password || url.search || url.hash) {
+    throw new InputError('base-url', `must not carry credentials, a query or a fragment. Expected something like ${DEFAULT_BASE_URL}.`);
+  }
+  return url.href.replace(/\/+$/, '');
+}
+
+// The characters GitHub's artifact service refuses in a name.
+const ARTIFACT_NAME_FORBIDDEN = /[":<>|*?\\/\r\n]/;
+
+export function parseArtifactName(value: string): string | undefined {
+  if (value === '') return undefined;
+  const trimmed = value.trim();
+  if (trimmed === '') {
+    throw new InputError('artifact-name', 'is blank. Give a name, or leave the input out to use the downloaded file name.');
+  }
+  if (ARTIFACT_NAME_FORBIDDEN.test(trimmed)) {
+    throw new InputError(
+      'artifact-name',
+      `${quote(trimmed)} contains a character artifacts cannot have. Do not use any of: " : < > | * ? \\ / carriage return, newline.`,
+    );
+  }
+  return trimmed;
+}
+
+export function parseRetentionDays(value: string): number | undefined {
+  const trimmed = value.trim();
+  if (trimmed === '') return undefined;
+  const days = /^[0-9]+$/.test(trimmed) ? Number(trimmed) : NaN;
+  if (!Number.isInteger(days) || days < 1 || days > 90) {
+    throw new InputError('retention-days', `${quote(trimmed)} is not valid. Use a whole number of days from 1 to 90, or leave it empty for the repository default.`);
+  }
+  return days;
+}
+
+function toPositiveInteger(digits: string): number | undefined {
+  const n = Number(digits);
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
+
+/** Quotes a user-supplied value for an error message, with control characters made visible. */
+export function quote(value: string): string {
+  const shown = value.length > 80 ? `${value.slice(0, 80)}…` : value;
+  return JSON.stringify(shown);
+}

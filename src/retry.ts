@@ -1,0 +1,83 @@
+import * as core from '@actions/core';
+
+/** Statuses worth another try: throttling, timeouts and the transient server errors. */
+export function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 429 || status >= 500;
+}
+
+/**
+ * How long the server asked us to wait, from `retry-after-ms` or `retry-after` (seconds or an
+ * HTTP date). Undefined when it did not ask or the value is unusable.
+ */
+export function retryAfterMs(headers: Record<string, string | string[] | undefined>, now = Date.now()): number | undefined {
+  const header = (name: string) => {
+    const value = headers[name];
+    return Array.isArray(value) ? value[0] : value;
+  };
+  const ms = Number(header('retry-after-ms'));
+  if (header('retry-after-ms') !== undefined && Number.isFinite(ms) && ms >= 0) return ms;
+  const after = header('retry-after');
+  if (after === undefined) return undefined;
+  const seconds = Number(after);
+  if (after.trim() !== '' && Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
+  const date = Date.parse(after);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+export interface BackoffOptions {
+  baseMs: number;
+  capMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffOptions = { baseMs: 500, capMs: 30_000 };
+
+/** Full-jitter exponential backoff: a random wait up to base * 2^attempt, never above the cap. */
+export function backoffMs(attempt: number, { baseMs, capMs }: BackoffOptions = DEFAULT_BACKOFF, random = Math.random): number {
+  return Math.round(random() * Math.min(capMs, baseMs * 2 ** attempt));
+}
+
+/** A failure that another attempt may cure; `waitMs` is what the server asked for, if anything. */
+export class RetryableError extends Error {
+  constructor(
+    message: string,
+    readonly waitMs?: number,
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = 'RetryableError';
+  }
+}
+
+/** Thrown when every attempt failed; carries how many there were and the last failure. */
+export class RetriesExhaustedError extends Error {
+  constructor(
+    readonly what: string,
+    readonly attempts: number,
+    readonly last: RetryableError,
+  ) {
+    super(`${what} failed after ${attempts} attempts; the last one: ${last.message}`);
+    this.name = 'RetriesExhaustedError';
+  }
+}
+
+/**
+ * Runs `attempt` until it succeeds, throws something other than a RetryableError, or runs out of
+ * attempts. Waits honour the server's retry-after, capped so a hostile value cannot stall a job.
+ */
+export async function withRetries<T>(
+  what: string,
+  attempt: (n: number) => Promise<T>,
+  { attempts = 5, backoff = DEFAULT_BACKOFF }: { attempts?: number; backoff?: BackoffOptions } = {},
+): Promise<T> {
+  for (let n = 0; ; n++) {
+    try {
+      return await attempt(n);
+    } catch (error) {
+      if (!(error instanceof RetryableError)) throw error;
+      if (n + 1 >= attempts) throw new RetriesExhaustedError(what, attempts, error);
+      const wait = Math.min(backoff.capMs, error.waitMs ?? backoffMs(n, backoff));
+      core.info(`${what}: ${error.message}; attempt ${n + 2} of ${attempts} in ${(wait / 1000).toFixed(1)} s`);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+}

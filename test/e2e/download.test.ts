@@ -1,0 +1,508 @@
+/**
+ * End-to-end: the built dist/index.js against the fake Together API, one scenario per input row
+ * and per failure the action must explain.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { makeArchive, peftAdapterFiles } from '../support/archives.js';
+import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
+import { type ActionRun, FAST_RETRY, type RunOptions, assertNoLeak, errorsOf, listFiles, removeScratch, runAction } from '../support/run-action.js';
+
+const exec = promisify(execFile);
+const KEY = 'tgp_v1_e2e-secret-Zq8xW3';
+const LORA = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
+const FULL = 'ft-0b0b0b0b-1111-2222-3333-444455556666';
+const RUNNING = 'ft-7a7a7a7a-aaaa-bbbb-cccc-ddddeeeeffff';
+const HOSTILE = 'ft-dead0000-beef-4000-8000-000000000bad';
+const OUTPUT_NAME = 'user@example.com/Meta-Llama-3.1-8B-Instruct-Reference-my_suffix-abc123';
+const SLUG = 'user@example.com--meta-llama-3.1-8b-instruct-reference-my-suffix-abc123';
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+let api: FakeTogether;
+let adapter: Buffer;
+let merged: Buffer;
+let step10Adapter: Buffer;
+let fullModel: Buffer;
+let gzipAdapter: Buffer;
+const runs: ActionRun[] = [];
+
+function jobs(): FakeJob[] {
+  return [
+    {
+      id: LORA,
+      status: 'completed',
+      model: 'meta-llama/Meta-Llama-3.1-8B-Instruct-Reference',
+      model_output_name: OUTPUT_NAME,
+      training_type: { type: 'Lora', lora_r: 8, lora_alpha: 16, lora_dropout: 0.05, lora_trainable_modules: 'all-linear' },
+      checkpoints: [
+        { step: 10, checkpoint_type: 'Intermediate', checkpoint: 'adapter' },
+        { step: 20, checkpoint_type: 'Intermediate', checkpoint: 'adapter' },
+        { step: 30, checkpoint_type: 'Final Adapter', checkpoint: 'adapter' },
+        { step: 30, checkpoint_type: 'Final Merged', checkpoint: 'model' },
+      ],
+      archives: { adapter, merged, 'adapter@10': step10Adapter, 'merged@10': merged, 'adapter@20': adapter },
+    },
+    {
+      id: FULL,
+      status: 'completed',
+      model: 'Qwen/Qwen2.5-0.5B',
+      model_output_name: 'org/Qwen2.5-0.5B-full',
+      training_type: { type: 'Full' },
+      checkpoints: [],
+      archives: { model_output_path: fullModel },
+    },
+    {
+      id: RUNNING,
+      status: 'running',
+      model_output_name: 'org/still-training',
+      training_type: { type: 'Lora', lora_r: 8, lora_alpha: 16 },
+      checkpoints: [{ step: 5, checkpoint_type: 'Intermediate', checkpoint: 'adapter' }],
+      archives: { 'adapter@5': adapter },
+    },
+    {
+      id: HOSTILE,
+      status: 'completed',
+      model_output_name: '../../etc/x/..\u0007\n\u001b[31mevil name\\..',
+      training_type: { type: 'Lora', lora_r: 8, lora_alpha: 16 },
+      archives: { merged: gzipAdapter },
+    },
+  ];
+}
+
+before(async () => {
+  adapter = await makeArchive(peftAdapterFiles(), 'zstd');
+  step10Adapter = await makeArchive(peftAdapterFiles({ seed: 10 }), 'zstd');
+  merged = await makeArchive({ 'config.json': Buffer.from('{"model_type":"llama"}'), 'model.safetensors': randomBytes(300_000) }, 'zstd', { topDir: 'merged' });
+  fullModel = await makeArchive({ 'config.json': Buffer.from('{"model_type":"qwen2"}') }, 'zstd');
+  gzipAdapter = await makeArchive(peftAdapterFiles({ seed: 3 }), 'gzip');
+  api = await startFakeTogether({ apiKey: KEY, jobs: jobs() });
+});
+
+after(async () => {
+  await api.close();
+  for (const run of runs) removeScratch(run);
+});
+
+beforeEach(() => {
+  api.setFaults({});
+  api.requests.length = 0;
+  api.jobs.clear();
+  for (const job of jobs()) api.jobs.set(job.id, job);
+});
+
+/** Runs the action against the fake and checks what every run must satisfy. */
+async function act(inputs: Record<string, string>, options: Omit<RunOptions, 'inputs'> = {}): Promise<ActionRun> {
+  const run = await runAction({ inputs: { 'api-key': KEY, 'base-url': api.url, ...inputs }, ...options });
+  runs.push(run);
+  assertNoLeak(run, KEY);
+  assert.deepEqual(listFiles(run.runnerTemp), [], 'RUNNER_TEMP must be left empty');
+  assert.ok(!listFiles(run.workspace).some((f) => f.endsWith('.partial')), `a temp file was left behind: ${listFiles(run.workspace).join(', ')}`);
+  assert.ok(!run.stdout.includes('    at '), 'no stack trace in the log');
+  return run;
+}
+
+function succeeded(run: ActionRun): void {
+  assert.equal(run.code, 0, `the action failed:\n${run.stdout}\n${run.stderr}`);
+}
+
+function failed(run: ActionRun, ...patterns: RegExp[]): string {
+  assert.equal(run.code, 1, `expected a failure:\n${run.stdout}`);
+  const errors = errorsOf(run);
+  assert.equal(errors.split('\n').length, 1, `exactly one error line, got:\n${errors}`);
+  for (const p of patterns) assert.match(errors, p);
+  assert.deepEqual(run.outputs, {}, 'a failed run sets no outputs');
+  return errors;
+}
+
+function downloads() {
+  return api.requests.filter((r) => r.endpoint === 'download');
+}
+
+describe('a LoRA job', () => {
+  test('checkpoint-type adapter saves the adapter under the default name with every output', async () => {
+    const run = await act({ 'job-id': LORA, 'checkpoint-type': 'adapter' });
+    succeeded(run);
+    const file = path.join(run.workspace, `${SLUG}-adapter.tar.zst`);
+    assert.equal(run.outputs.path, file);
+    assert.deepEqual(fs.readFileSync(file), adapter);
+    assert.equal(run.outputs.size, String(adapter.length));
+    assert.equal(run.outputs.sha256, sha256(adapter));
+    assert.equal(run.outputs['checkpoint-type'], 'adapter');
+    assert.equal(run.outputs.step, '');
+    assert.deepEqual(listFiles(run.workspace), [`${SLUG}-adapter.tar.zst`]);
+
+    // It is a real PEFT adapter the user can unpack.
+    const out = path.join(run.scratch, 'unpacked');
+    fs.mkdirSync(out);
+    await exec('tar', ['--zstd', '-xf', file, '-C', out]);
+    assert.deepEqual(fs.readdirSync(out).sort(), ['adapter_config.json', 'adapter_model.safetensors']);
+    assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8')).peft_type, 'LORA');
+
+    // The probe asked for two bytes, then the archive was fetched whole, with the checked id.
+    const [probe, body] = downloads();
+    assert.equal(probe.range, 'bytes=0-1');
+    assert.ok(probe.bodyBytes <= 2, `the probe read ${probe.bodyBytes} bytes`);
+    assert.deepEqual(body.query, { ft_id: LORA, checkpoint: 'adapter' });
+    assert.equal(body.range, undefined);
+    assert.equal(body.headers.authorization, `Bearer ${KEY}`);
+
+    // The log shows the plan, a closing progress line and the outputs.
+    assert.match(run.stdout, /::group::Plan/);
+    assert.match(run.stdout, new RegExp(`Size: .*\\(${adapter.length} bytes\\)`));
+    assert.match(run.stdout, /100\.0%, .*\/s, done in/);
+    assert.match(run.stdout, new RegExp(`sha256: ${sha256(adapter)}`));
+
+    // The job summary is a table with every fact.
+    for (const cell of ['Job', LORA, 'Model', 'Checkpoint type', 'adapter', 'Step', 'final', 'File', 'Size', 'SHA-256', sha256(adapter), 'Time', 'Speed']) {
+      assert.ok(run.summary.includes(cell), `the summary lacks ${cell}`);
+    }
+    assert.match(run.summary, /<table>/);
+  });
+
+  test('checkpoint-type default means merged', async () => {
+    const run = await act({ 'job-id': LORA });
+    succeeded(run);
+    assert.equal(run.outputs['checkpoint-type'], 'merged');
+    assert.equal(path.basename(run.outputs.path), `${SLUG}.tar.zst`);
+    assert.equal(run.outputs.sha256, sha256(merged));
+    assert.equal(downloads().at(-1)?.query.checkpoint, 'merged');
+  });
+
+  test('checkpoint-type is case-insensitive', async () => {
+    const run = await act({ 'job-id': LORA, 'checkpoint-type': 'MeRgEd' });
+    succeeded(run);
+    assert.equal(run.outputs['checkpoint-type'], 'merged');
+  });
+
+  test('an unknown checkpoint-type lists the valid ones, before any request', async () => {
+    const run = await act({ 'job-id': LORA, 'checkpoint-type': 'lora' });
+    failed(run, /checkpoint-type/, /default, merged, adapter/);
+    assert.equal(api.requests.length, 0);
+  });
+});
+
+describe('steps', () => {
+  test('a step in job-id fetches that checkpoint under a step name', async () => {
+    const run = await act({ 'job-id': `${LORA}:10`, 'checkpoint-type': 'adapter' });
+    succeeded(run);
+    assert.equal(path.basename(run.outputs.path), `${SLUG}-step-10-adapter.tar.zst`);
+    assert.equal(run.outputs.step, '10');
+    assert.equal(run.outputs.sha256, sha256(step10Adapter));
+    assert.ok(api.requests.some((r) => r.endpoint === 'checkpoints'));
+    assert.deepEqual(downloads().at(-1)?.query, { ft_id: LORA, checkpoint_step: '10', checkpoint: 'adapter' });
+  });
+
+  test('the step input does the same', async () => {
+    const run = await act({ 'job-id': LORA, step: '10', 'checkpoint-type': 'adapter' });
+    succeeded(run);
+    assert.equal(run.outputs.step, '10');
+    assert.equal(run.outputs.sha256, sha256(step10Adapter));
+  });
+
+  test('a checkpoint and the final model do not overwrite each other', async () => {
+    const final = await act({ 'job-id': LORA, 'checkpoint-type': 'adapter' });
+    const step = await act({ 'job-id': LORA, step: '10', 'checkpoint-type': 'adapter' });
+    assert.notEqual(path.basename(final.outputs.path), path.basename(step.outputs.path));
+  });
+
+  test('a different step in job-id and step is an error naming step, before any request', async () => {
+    const run = await act({ 'job-id': `${LORA}:10`, step: '20' });
+    failed(run, /`step`/, /disagrees/);
+    assert.equal(api.requests.length, 0);
+  });
+
+  test('a step that does not exist lists the steps that do', async () => {
+    const run = await act({ 'job-id': LORA, step: '15' });
+    failed(run, /`step`/, /no checkpoint at step 15/, /10, 20, 30/);
+    assert.equal(downloads().length, 0);
+  });
+
+  for (const bad of ['0', '-1', 'abc', '1.5']) {
+    test(`step ${JSON.stringify(bad)} is rejected naming step, before any request`, async () => {
+      const run = await act({ 'job-id': LORA, step: bad });
+      failed(run, /`step`/, /positive integer/);
+      assert.equal(api.requests.length, 0);
+    });
+  }
+
+  test('a running job cannot give its final model, names its status and points at step', async () => {
+    const run = await act({ 'job-id': RUNNING });
+    failed(run, /status `running`/, /`step`/);
+    assert.equal(downloads().length, 0);
+  });
+
+  test('a running job still gives a saved checkpoint', async () => {
+    const run = await act({ 'job-id': `${RUNNING}:5`, 'checkpoint-type': 'adapter' });
+    succeeded(run);
+    assert.equal(run.outputs.sha256, sha256(adapter));
+  });
+});
+
+describe('job-id', () => {
+  for (const bad of ['fe94af08', 'ft-abc def', 'ft-abc/../../v1/files', 'ft-abc?ft_id=other', 'ft-abc%2F..', 'ft-..', '../ft-abc', 'ft-abc:1:2']) {
+    test(`${JSON.stringify(bad)} is rejected naming job-id and the expected form, before any request`, async () => {
+      const run = await act({ 'job-id': bad });
+      failed(run, /`job-id`/, /ft-<id>/);
+      assert.equal(api.requests.length, 0);
+    });
+  }
+
+  test('a missing job-id is an error naming job-id', async () => {
+    const run = await act({ 'job-id': '' });
+    failed(run, /`job-id`/, /required/);
+  });
+
+  test('an unknown job (404) points at job-id', async () => {
+    const run = await act({ 'job-id': 'ft-00000000-0000-0000-0000-000000000000' });
+    failed(run, /HTTP 404/, /`job-id`/);
+  });
+});
+
+describe('a full fine-tuning job', () => {
+  test('default downloads the model with checkpoint=model_output_path', async () => {
+    const run = await act({ 'job-id': FULL });
+    succeeded(run);
+    assert.equal(run.outputs['checkpoint-type'], 'model');
+    assert.equal(path.basename(run.outputs.path), 'org--qwen2.5-0.5b-full.tar.zst');
+    assert.equal(run.outputs.sha256, sha256(fullModel));
+    assert.equal(downloads().at(-1)?.query.checkpoint, 'model_output_path');
+  });
+
+  for (const type of ['adapter', 'merged']) {
+    test(`${type} fails saying a full job has no adapter`, async () => {
+      const run = await act({ 'job-id': FULL, 'checkpoint-type': type });
+      failed(run, /`checkpoint-type`/, /full fine-tuning job/, /no adapter/);
+      assert.equal(downloads().length, 0);
+    });
+  }
+});
+
+describe('path', () => {
+  test('an existing directory gets the file inside it', async () => {
+    const run = await act({ 'job-id': LORA, path: 'models' }, { setup: (ws) => fs.mkdirSync(path.join(ws, 'models')) });
+    succeeded(run);
+    assert.equal(run.outputs.path, path.join(run.workspace, 'models', `${SLUG}.tar.zst`));
+  });
+
+  test('a value ending in / is a directory, created with its parents', async () => {
+    const run = await act({ 'job-id': LORA, path: 'a/b/c/' });
+    succeeded(run);
+    assert.equal(run.outputs.path, path.join(run.workspace, 'a', 'b', 'c', `${SLUG}.tar.zst`));
+    assert.ok(fs.existsSync(run.outputs.path));
+  });
+
+  test('anything else is the file path, parents created', async () => {
+    const run = await act({ 'job-id': LORA, path: 'out/nested/my-model.tar.zst', 'checkpoint-type': 'adapter' });
+    succeeded(run);
+    assert.equal(run.outputs.path, path.join(run.workspace, 'out', 'nested', 'my-model.tar.zst'));
+    assert.deepEqual(fs.readFileSync(run.outputs.path), adapter);
+  });
+
+  test('an absolute path is used as it is', async () => {
+    let target = '';
+    const run = await act(
+      { 'job-id': LORA, path: '' },
+      {
+        setup: (ws) => {
+          target = path.join(path.dirname(ws), 'elsewhere', 'abs.tar.zst');
+        },
+        env: {},
+      },
+    );
+    succeeded(run);
+    // Re-run with the absolute path now that the scratch directory is known.
+    const abs = await act({ 'job-id': LORA, path: target });
+    succeeded(abs);
+    assert.equal(abs.outputs.path, target);
+    assert.ok(fs.existsSync(target));
+    fs.rmSync(path.dirname(target), { recursive: true, force: true });
+  });
+
+  test('an existing file at the target is replaced by a verified download', async () => {
+    const run = await act({ 'job-id': LORA, path: 'model.tar.zst' }, { setup: (ws) => fs.writeFileSync(path.join(ws, 'model.tar.zst'), 'old') });
+    succeeded(run);
+    assert.deepEqual(fs.readFileSync(run.outputs.path), merged);
+  });
+
+  test('a failed download leaves an older file untouched, and nothing else', async () => {
+    api.setFaults({ cutBodyAfter: 1000 });
+    const run = await act(
+      { 'job-id': LORA, path: 'keep/model.tar.zst' },
+      {
+        nodeArgs: ['--import', FAST_RETRY],
+        setup: (ws) => {
+          fs.mkdirSync(path.join(ws, 'keep'));
+          fs.writeFileSync(path.join(ws, 'keep', 'model.tar.zst'), 'old model');
+        },
+      },
+    );
+    failed(run, /failed after 3 attempts/);
+    assert.equal(fs.readFileSync(path.join(run.workspace, 'keep', 'model.tar.zst'), 'utf8'), 'old model');
+    assert.deepEqual(listFiles(run.workspace), ['keep/model.tar.zst']);
+  });
+
+  test('a failed download into new directories removes them again', async () => {
+    api.setFaults({ cutBodyAfter: 1000 });
+    const run = await act({ 'job-id': LORA, path: 'new/dirs/' }, { nodeArgs: ['--import', FAST_RETRY] });
+    failed(run, /failed after 3 attempts/);
+    assert.deepEqual(fs.readdirSync(run.workspace), []);
+  });
+
+  test('a file in the way of the directory is an error naming path', async () => {
+    const run = await act({ 'job-id': LORA, path: 'blocker/model.tar.zst' }, { setup: (ws) => fs.writeFileSync(path.join(ws, 'blocker'), 'x') });
+    failed(run, /`path`/, /a file is in the way/);
+  });
+});
+
+describe('api-key and base-url', () => {
+  test('the key falls back to TOGETHER_API_KEY and the URL to TOGETHER_BASE_URL', async () => {
+    const run = await act({ 'job-id': LORA, 'api-key': '', 'base-url': '' }, { env: { TOGETHER_API_KEY: KEY, TOGETHER_BASE_URL: api.url } });
+    succeeded(run);
+    assert.ok(api.requests.length >= 3);
+    assert.ok(api.requests.every((r) => r.headers.authorization === `Bearer ${KEY}`));
+  });
+
+  test('the inputs win over the environment', async () => {
+    const run = await act({ 'job-id': LORA }, { env: { TOGETHER_API_KEY: 'wrong-key', TOGETHER_BASE_URL: 'http://127.0.0.1:9/v1' } });
+    succeeded(run);
+  });
+
+  test('no key at all fails before any request', async () => {
+    const run = await act({ 'job-id': LORA, 'api-key': '' });
+    failed(run, /`api-key`/, /TOGETHER_API_KEY/);
+    assert.equal(api.requests.length, 0);
+  });
+
+  test('the key is masked before anything else is printed', async () => {
+    const run = await act({ 'job-id': LORA });
+    succeeded(run);
+    assert.equal(run.stdout.split('\n')[0], `::add-mask::${KEY}`);
+  });
+
+  test('a rejected key (401) points at api-key and is not retried', async () => {
+    const run = await act({ 'job-id': LORA, 'api-key': 'tgp_v1_wrong-key-xyz' });
+    const error = failed(run, /HTTP 401/, /`api-key`/);
+    assert.ok(!error.includes('tgp_v1_wrong-key-xyz'));
+    assert.equal(api.requests.length, 1);
+  });
+
+  test('a 403 on the download points at api-key', async () => {
+    api.setFaults({ queue: { download: [{ status: 403 }] } });
+    const run = await act({ 'job-id': LORA });
+    failed(run, /HTTP 403/, /`api-key`/);
+  });
+
+  test('an unreachable base-url says so with the attempts', async () => {
+    const run = await act({ 'job-id': LORA, 'base-url': 'http://127.0.0.1:9/v1' });
+    failed(run, /Could not reach the Together API/, /5 attempts/, /base-url/);
+  });
+
+  test('an invalid base-url is an error naming base-url', async () => {
+    const run = await act({ 'job-id': LORA, 'base-url': 'ftp://example.com/v1' });
+    failed(run, /`base-url`/);
+  });
+});
+
+describe('transient failures', () => {
+  test('a 429 with retry-after on the job lookup is waited out', async () => {
+    api.setFaults({ queue: { job: [{ status: 429, headers: { 'retry-after': '0' } }] } });
+    const run = await act({ 'job-id': LORA });
+    succeeded(run);
+    assert.deepEqual(
+      api.requests.filter((r) => r.endpoint === 'job').map((r) => r.status),
+      [429, 200],
+    );
+  });
+
+  test('a 502 then success on the probe', async () => {
+    api.setFaults({ queue: { download: [{ status: 502, headers: { 'retry-after-ms': '10' } }] } });
+    const run = await act({ 'job-id': LORA });
+    succeeded(run);
+    assert.deepEqual(
+      downloads().map((r) => r.status),
+      [502, 206, 200],
+    );
+  });
+
+  test('a 503 then success on the archive download itself', async () => {
+    api.setFaults({ queue: { download: [{ status: 503, when: 'whole' }] } });
+    const run = await act({ 'job-id': LORA }, { nodeArgs: ['--import', FAST_RETRY] });
+    succeeded(run);
+    assert.deepEqual(
+      downloads().map((r) => r.status),
+      [206, 503, 200],
+    );
+    assert.equal(run.outputs.sha256, sha256(merged));
+  });
+
+  test('a persistent 503 ends with the number of attempts and the last status', async () => {
+    const busy = { status: 503, headers: { 'retry-after-ms': '5' } };
+    api.setFaults({ queue: { job: [busy, busy, busy, busy, busy, busy] } });
+    const run = await act({ 'job-id': LORA });
+    failed(run, /after 5 attempts/, /HTTP 503/);
+    assert.equal(api.requests.filter((r) => r.endpoint === 'job').length, 5);
+  });
+});
+
+describe('what the server sends', () => {
+  test('a server that ignores Range: the probe stops reading, the download still works', async () => {
+    const big = Buffer.concat([merged, Buffer.alloc(8 * 1024 * 1024, 1)]);
+    api.jobs.get(LORA)!.archives.merged = big;
+    api.setFaults({ ignoreRange: true });
+    const run = await act({ 'job-id': LORA });
+    succeeded(run);
+    const [probe] = downloads();
+    assert.equal(probe.status, 200);
+    assert.ok(probe.bodyBytes < big.length / 2, `the probe pulled ${probe.bodyBytes} of ${big.length} bytes`);
+    assert.equal(run.outputs.sha256, sha256(big));
+    assert.match(run.stdout, /Range requests: not honoured/);
+  });
+
+  test('a Content-Length larger than the body: retried, then a clear failure and no file', async () => {
+    api.setFaults({ contentLength: (n) => (n > 2 ? n + 5000 : n) });
+    const run = await act({ 'job-id': LORA }, { nodeArgs: ['--import', FAST_RETRY] });
+    failed(run, /failed after 3 attempts/, /run the job again/);
+    assert.deepEqual(listFiles(run.workspace), []);
+  });
+
+  test('a body cut short fails and leaves nothing', async () => {
+    api.setFaults({ cutBodyAfter: 4096 });
+    const run = await act({ 'job-id': LORA }, { nodeArgs: ['--import', FAST_RETRY] });
+    failed(run, /failed after 3 attempts/);
+    assert.deepEqual(listFiles(run.workspace), []);
+    assert.equal(downloads().length, 4, 'the probe and three attempts');
+  });
+
+  test('a gzip archive is saved as .tar.gz', async () => {
+    api.jobs.get(LORA)!.archives.adapter = gzipAdapter;
+    const run = await act({ 'job-id': LORA, 'checkpoint-type': 'adapter' });
+    succeeded(run);
+    assert.equal(path.basename(run.outputs.path), `${SLUG}-adapter.tar.gz`);
+    assert.equal(run.outputs.sha256, sha256(gzipAdapter));
+  });
+
+  test('an HTML page instead of an archive is refused before downloading', async () => {
+    api.jobs.get(LORA)!.archives.merged = Buffer.from('<!DOCTYPE html><html><body>Oops</body></html>');
+    api.setFaults({ contentType: 'text/html' });
+    const run = await act({ 'job-id': LORA });
+    failed(run, /not a zstd or gzip archive/, /text\/html/);
+    assert.equal(downloads().length, 1);
+    assert.deepEqual(listFiles(run.workspace), []);
+  });
+
+  test('a model_output_name with /, .. and control characters still gives one file inside the directory', async () => {
+    const run = await act({ 'job-id': HOSTILE, path: 'safe/' });
+    succeeded(run);
+    const name = path.basename(run.outputs.path);
+    assert.equal(path.dirname(run.outputs.path), path.join(run.workspace, 'safe'));
+    assert.match(name, /^[a-z0-9.@+-]+\.tar\.gz$/);
+    assert.ok(!name.startsWith('.'));
+    assert.deepEqual(listFiles(run.workspace), [`safe/${name}`]);
+  });
+});
