@@ -72,17 +72,23 @@ export async function uploadArtifact(file: string, name: string, sha256: string,
     }
     const source = needsStaging ? staged : file;
     const client = new DefaultArtifactClient();
-    let result: Awaited<ReturnType<DefaultArtifactClient['uploadArtifact']>>;
-    try {
-      result = await client.uploadArtifact(name, [source], path.dirname(source), { skipArchive: true, retentionDays });
-    } catch (error) {
-      throw explainUploadError(error, name);
-    }
+    const result = await client
+      .uploadArtifact(name, [source], path.dirname(source), { skipArchive: true, retentionDays })
+      .catch((error: unknown) => {
+        throw explainUploadError(error, name);
+      });
     if (result.id === undefined) throw new ActionError(`The artifact service did not return an id for artifact ${name}.`);
-    const digest = (result.digest ?? '').replace(/^sha256:/, '').toLowerCase();
+    // Ask the service what it stored, rather than trusting the digest computed while sending.
+    const stored = await client.getArtifact(name).then(
+      (found) => found.artifact.digest,
+      (error: unknown) => {
+        throw new ActionError(`Artifact ${name} was uploaded but could not be read back from the artifact service: ${messageOf(error)}`);
+      },
+    );
+    const digest = (stored ?? '').replace(/^sha256:/, '').toLowerCase();
     if (digest !== sha256) {
       throw new ActionError(
-        `The artifact service reported sha256 ${digest || '(none)'} for artifact ${name}, but the downloaded file's sha256 is ${sha256}. The upload may be corrupt; run the job again.`,
+        `The artifact service reports sha256 ${digest || '(none)'} for artifact ${name}, but the downloaded file's sha256 is ${sha256}. The upload may be corrupt; run the job again.`,
       );
     }
     return { id: result.id, name, url: artifactUrl(result.id), digest };
