@@ -1,0 +1,42 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { planCheckpoint, requireCompleted, requireStep, trainingKind } from '../../src/checkpoint.js';
+import { InputError } from '../../src/errors.js';
+
+test('training kind: Lora in any case is LoRA; Full or absent is full', () => {
+  assert.equal(trainingKind({ type: 'Lora' }), 'lora');
+  assert.equal(trainingKind({ type: 'LORA' }), 'lora');
+  assert.equal(trainingKind({ type: 'Full' }), 'full');
+  assert.equal(trainingKind(undefined), 'full');
+  assert.equal(trainingKind(null), 'full');
+});
+
+test('LoRA: default means merged; merged and adapter map to themselves', () => {
+  assert.deepEqual(planCheckpoint('lora', 'default'), { fetched: 'merged', query: 'merged' });
+  assert.deepEqual(planCheckpoint('lora', 'merged'), { fetched: 'merged', query: 'merged' });
+  assert.deepEqual(planCheckpoint('lora', 'adapter'), { fetched: 'adapter', query: 'adapter' });
+});
+
+test('full: only default, sent as model_output_path', () => {
+  assert.deepEqual(planCheckpoint('full', 'default'), { fetched: 'model', query: 'model_output_path' });
+  for (const choice of ['merged', 'adapter'] as const) {
+    assert.throws(() => planCheckpoint('full', choice), (e: Error) => e instanceof InputError && /checkpoint-type/.test(e.message) && /no adapter/.test(e.message));
+  }
+});
+
+test('requireCompleted names the status and, for unfinished jobs, the step input', () => {
+  assert.doesNotThrow(() => requireCompleted({ id: 'ft-a', status: 'completed' }));
+  for (const status of ['pending', 'queued', 'running', 'compressing', 'uploading', 'something_new']) {
+    assert.throws(() => requireCompleted({ id: 'ft-a', status }), new RegExp(`status \`${status}\`.*\`step\``));
+  }
+  for (const status of ['error', 'user_error', 'cancelled', 'cancel_requested']) {
+    assert.throws(() => requireCompleted({ id: 'ft-a', status }), new RegExp(`status \`${status}\``));
+  }
+});
+
+test('requireStep lists the steps that exist, sorted and without repeats', () => {
+  const checkpoints = [{ step: 30 }, { step: 10 }, { step: 30 }, { step: 20 }];
+  assert.doesNotThrow(() => requireStep('ft-a', 20, checkpoints));
+  assert.throws(() => requireStep('ft-a', 15, checkpoints), /step.*Steps that exist: 10, 20, 30\./s);
+  assert.throws(() => requireStep('ft-a', 1, []), /no saved checkpoints/);
+});

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { resolveDestination } from '../../src/destination.js';
+import { downloadUrl, totalFromContentRange } from '../../src/probe.js';
+import { backoffMs, retryAfterMs } from '../../src/retry.js';
+import { explainHttpStatus } from '../../src/together.js';
+
+test('downloadUrl encodes every parameter through the query', () => {
+  assert.equal(
+    downloadUrl('https://api.together.ai/v1', { jobId: 'ft-abc', step: 10, checkpoint: 'adapter' }),
+    'https://api.together.ai/v1/finetune/download?ft_id=ft-abc&checkpoint_step=10&checkpoint=adapter',
+  );
+  assert.equal(downloadUrl('http://127.0.0.1:1/v1', { jobId: 'ft-abc', checkpoint: 'merged' }), 'http://127.0.0.1:1/v1/finetune/download?ft_id=ft-abc&checkpoint=merged');
+});
+
+test('totalFromContentRange', () => {
+  assert.equal(totalFromContentRange('bytes 0-1/12345'), 12345);
+  assert.equal(totalFromContentRange('bytes 0-1/*'), undefined);
+  assert.equal(totalFromContentRange('garbage'), undefined);
+  assert.equal(totalFromContentRange(undefined), undefined);
+});
+
+test('retryAfterMs reads retry-after-ms, seconds and dates', () => {
+  assert.equal(retryAfterMs({ 'retry-after-ms': '250' }), 250);
+  assert.equal(retryAfterMs({ 'retry-after': '3' }), 3000);
+  assert.equal(retryAfterMs({ 'retry-after': new Date(10_000).toUTCString() }, 4000), 6000);
+  assert.equal(retryAfterMs({ 'retry-after': 'soon' }), undefined);
+  assert.equal(retryAfterMs({}), undefined);
+});
+
+test('backoff grows exponentially with full jitter and a cap', () => {
+  assert.equal(backoffMs(0, { baseMs: 500, capMs: 30_000 }, () => 1), 500);
+  assert.equal(backoffMs(3, { baseMs: 500, capMs: 30_000 }, () => 1), 4000);
+  assert.equal(backoffMs(20, { baseMs: 500, capMs: 30_000 }, () => 1), 30_000);
+  assert.equal(backoffMs(5, { baseMs: 500, capMs: 30_000 }, () => 0), 0);
+});
+
+test('HTTP errors name the input to fix', () => {
+  const context = { what: 'probing the download', jobId: 'ft-a' };
+  assert.match(explainHttpStatus(401, undefined, context, 1).message, /`api-key`/);
+  assert.match(explainHttpStatus(403, undefined, context, 1).message, /`api-key`/);
+  assert.match(explainHttpStatus(404, undefined, context, 1).message, /`job-id`/);
+  assert.match(explainHttpStatus(404, undefined, { ...context, step: 4 }, 1).message, /`step`/);
+  assert.match(explainHttpStatus(503, 'busy', context, 5).message, /after 5 attempts.*HTTP 503.*busy/);
+});
+
+test('resolveDestination: directory, trailing slash, file, default', () => {
+  const ws = fs.mkdtempSync(path.join(os.tmpdir(), 'dest-'));
+  try {
+    fs.mkdirSync(path.join(ws, 'models'));
+    assert.deepEqual(resolveDestination('', ws), { dir: ws });
+    assert.deepEqual(resolveDestination('models', ws), { dir: path.join(ws, 'models') });
+    assert.deepEqual(resolveDestination('new/', ws), { dir: path.join(ws, 'new') });
+    assert.deepEqual(resolveDestination('a/b.tar.zst', ws), { dir: path.join(ws, 'a'), name: 'b.tar.zst' });
+    assert.deepEqual(resolveDestination('/abs/x.tar.zst', ws), { dir: '/abs', name: 'x.tar.zst' });
+  } finally {
+    fs.rmSync(ws, { recursive: true });
+  }
+});
