@@ -34,6 +34,11 @@ export function checkArtifactUpload(name: string, explicitName: boolean): void {
       `Artifact upload is not available on GitHub Enterprise Server (${process.env.GITHUB_SERVER_URL}): this artifact service only exists on github.com and GHE.com. Set \`upload-artifact: false\` and upload the file at the \`path\` output with actions/upload-artifact@v3 instead.`,
     );
   }
+  // `.` and `..` pass the service's character rules, but an un-zipped artifact is named after a
+  // file, and no file can have these names: the staging link would land outside its directory.
+  if (name === '.' || name === '..') {
+    throw new InputError('artifact-name', `${JSON.stringify(name)} cannot be the name of an un-zipped artifact, which is named like a file. Choose another name.`);
+  }
   if (!explicitName) {
     try {
       parseArtifactName(name);

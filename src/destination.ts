@@ -66,7 +66,7 @@ export function tempPathFor(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString('hex')}.partial`);
 }
 
-/** Temp files to remove if the process is cancelled before it can clean up after itself. */
+/** Temp files (and temp folders, such as a half-done extraction) to remove if the process is cancelled before it can clean up after itself. */
 const pendingTempFiles = new Set<string>();
 let signalHandlersInstalled = false;
 
@@ -75,7 +75,7 @@ export function trackTempFile(file: string): () => Promise<void> {
   pendingTempFiles.add(file);
   return async () => {
     pendingTempFiles.delete(file);
-    await fs.promises.rm(file, { force: true });
+    await fs.promises.rm(file, { force: true, recursive: true });
   };
 }
 
@@ -89,7 +89,7 @@ function installSignalHandlers(): void {
     process.once(signal, () => {
       for (const file of pendingTempFiles) {
         try {
-          fs.rmSync(file, { force: true });
+          fs.rmSync(file, { force: true, recursive: true });
         } catch {
           // Best effort: the process is exiting either way.
         }

@@ -1,9 +1,11 @@
 import * as fs from 'node:fs';
+import * as core from '@actions/core';
 import * as tc from '@actions/tool-cache';
 import { ActionError } from './errors.js';
 import { displayUrl } from './format.js';
 import type { ProbeResult } from './probe.js';
 import { ProgressReporter } from './progress.js';
+import { downloadRanged } from './ranged-download.js';
 import { type RequestContext, explainHttpStatus } from './together.js';
 
 /** tool-cache makes this many attempts itself. */
@@ -12,6 +14,34 @@ export const TOOL_CACHE_ATTEMPTS = 3;
 export interface DownloadResult {
   bytes: number;
   elapsedMs: number;
+  /** Set when the sha256 was computed during the download. */
+  sha256?: string;
+}
+
+export interface DownloadSettings {
+  apiKey: string;
+  /** The API's host name: only requests to it carry the API key. */
+  apiHost: string;
+  connections: number;
+  stallTimeoutMs: number;
+}
+
+/**
+ * Parallel, resumable ranges when the server honours them and the size is known; otherwise one
+ * stream through tool-cache, which is what such a server can give.
+ */
+export async function downloadArchive(probe: ProbeResult, settings: DownloadSettings, tempFile: string, context: RequestContext): Promise<DownloadResult> {
+  if (probe.rangesHonoured && probe.total !== undefined && probe.total > 0) {
+    const result = await downloadRanged({ ...probe, total: probe.total }, settings.apiKey, tempFile, settings, context);
+    core.info(`sha256 computed during the download; it finished ${(result.hashTailMs / 1000).toFixed(2)} s after the last byte`);
+    return result;
+  }
+  core.info(
+    probe.rangesHonoured
+      ? 'The server did not say how large the archive is: downloading it as one stream.'
+      : 'The server does not honour range requests: downloading the archive as one stream, without resume.',
+  );
+  return downloadWithToolCache(probe, settings.apiKey, tempFile, context);
 }
 
 /**

@@ -1,5 +1,6 @@
 import * as core from '@actions/core';
 import { InputError } from './errors.js';
+import { DEFAULT_CONNECTIONS, DEFAULT_STALL_TIMEOUT_SECONDS } from './ranged-download.js';
 
 export const CHECKPOINT_TYPES = ['default', 'merged', 'adapter'] as const;
 export type CheckpointChoice = (typeof CHECKPOINT_TYPES)[number];
@@ -20,6 +21,21 @@ export interface Inputs {
   uploadArtifact: boolean;
   artifactName?: string;
   retentionDays?: number;
+  /** Poll the job until it is completed (or the step is listed) before downloading. */
+  wait: boolean;
+  waitTimeoutMinutes: number;
+  /** Unpack the archive after the download. */
+  extract: boolean;
+  /** The `extract-path` input as given ('' = beside the archive); resolved against `workspace` later. */
+  extractPath: string;
+  keepArchive: boolean;
+  /** Keep the archive in the runner's tool cache and take it from there when it is already in it. */
+  cache: boolean;
+  /** Resolve and print the plan, set the outputs known without the archive, download nothing. */
+  dryRun: boolean;
+  /** Parallel connections for a server that honours range requests. */
+  connections: number;
+  stallTimeoutSeconds: number;
 }
 
 /** The raw strings an `Inputs` is made from: action inputs plus the environment fallbacks. */
@@ -33,6 +49,15 @@ export interface RawInputs {
   'upload-artifact': boolean;
   'artifact-name': string;
   'retention-days': string;
+  wait: boolean;
+  'wait-timeout-minutes': string;
+  extract: boolean;
+  'extract-path': string;
+  'keep-archive': boolean;
+  cache: boolean;
+  'dry-run': boolean;
+  connections: string;
+  'stall-timeout': string;
   workspace: string;
 }
 
@@ -55,6 +80,15 @@ export function readInputs(env: NodeJS.ProcessEnv = process.env): Inputs {
     'upload-artifact': core.getInput('upload-artifact') === '' ? false : core.getBooleanInput('upload-artifact'),
     'artifact-name': core.getInput('artifact-name'),
     'retention-days': core.getInput('retention-days'),
+    wait: booleanInput('wait', false),
+    'wait-timeout-minutes': core.getInput('wait-timeout-minutes'),
+    extract: booleanInput('extract', false),
+    'extract-path': core.getInput('extract-path'),
+    'keep-archive': booleanInput('keep-archive', true),
+    cache: booleanInput('cache', false),
+    'dry-run': booleanInput('dry-run', false),
+    connections: core.getInput('connections'),
+    'stall-timeout': core.getInput('stall-timeout'),
     workspace: env.GITHUB_WORKSPACE || process.cwd(),
   });
 }
@@ -80,7 +114,52 @@ export function parseInputs(raw: RawInputs): Inputs {
     uploadArtifact: raw['upload-artifact'],
     artifactName: parseArtifactName(raw['artifact-name']),
     retentionDays: parseRetentionDays(raw['retention-days']),
+    wait: raw.wait,
+    waitTimeoutMinutes: parseWaitTimeoutMinutes(raw['wait-timeout-minutes']),
+    ...parseExtraction(raw),
+    cache: raw.cache,
+    dryRun: raw['dry-run'],
+    connections: parseIntegerInRange('connections', raw.connections, DEFAULT_CONNECTIONS, 1, 32, 'parallel connections'),
+    stallTimeoutSeconds: parseIntegerInRange('stall-timeout', raw['stall-timeout'], DEFAULT_STALL_TIMEOUT_SECONDS, 1, 3600, 'seconds'),
   };
+}
+
+/**
+ * A boolean input. The runner always passes the declared default; an unset input (a local run)
+ * means `fallback`. Anything but true/false fails naming the input.
+ */
+export function booleanInput(name: string, fallback: boolean): boolean {
+  const value = core.getInput(name);
+  if (value === '') return fallback;
+  try {
+    return core.getBooleanInput(name);
+  } catch {
+    throw new InputError(name, `${quote(value)} is not a boolean. Use \`true\` or \`false\`.`);
+  }
+}
+
+export const DEFAULT_WAIT_TIMEOUT_MINUTES = 120;
+
+export function parseWaitTimeoutMinutes(value: string): number {
+  const trimmed = value.trim();
+  if (trimmed === '') return DEFAULT_WAIT_TIMEOUT_MINUTES;
+  const minutes = /^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$/.test(trimmed) ? Number(trimmed) : NaN;
+  if (!Number.isFinite(minutes) || minutes <= 0) {
+    throw new InputError('wait-timeout-minutes', `${quote(trimmed)} is not valid. Use a positive number of minutes, such as 120 or 0.5.`);
+  }
+  return minutes;
+}
+
+/** `extract`, `extract-path` and `keep-archive`, which only make sense together. */
+export function parseExtraction(raw: Pick<RawInputs, 'extract' | 'extract-path' | 'keep-archive'>): Pick<Inputs, 'extract' | 'extractPath' | 'keepArchive'> {
+  const extractPath = raw['extract-path'].trim();
+  if (!raw.extract && extractPath !== '') {
+    throw new InputError('extract-path', 'is set but `extract` is not `true`. Set `extract: true` to unpack the archive there, or remove `extract-path`.');
+  }
+  if (!raw.extract && !raw['keep-archive']) {
+    throw new InputError('keep-archive', '`false` removes the archive once it is unpacked, so it needs `extract: true`; without it nothing would be left. Set `extract: true`, or remove `keep-archive`.');
+  }
+  return { extract: raw.extract, extractPath, keepArchive: raw['keep-archive'] };
 }
 
 export function parseJobId(value: string): { jobId: string; step?: number } {
@@ -172,6 +251,17 @@ export function parseRetentionDays(value: string): number | undefined {
     throw new InputError('retention-days', `${quote(trimmed)} is not valid. Use a whole number of days from 1 to 90, or leave it empty for the repository default.`);
   }
   return days;
+}
+
+/** A whole number within bounds; empty means the default. */
+export function parseIntegerInRange(input: string, value: string, fallback: number, min: number, max: number, unit: string): number {
+  const trimmed = value.trim();
+  if (trimmed === '') return fallback;
+  const n = /^[0-9]+$/.test(trimmed) ? Number(trimmed) : NaN;
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new InputError(input, `${quote(trimmed)} is not valid. Use a whole number of ${unit} from ${min} to ${max} (default ${fallback}).`);
+  }
+  return n;
 }
 
 function toPositiveInteger(digits: string): number | undefined {

@@ -2,17 +2,23 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import { type UploadedArtifact, uploadArtifact } from './artifact.js';
+import { findCachedArchive, restoreFromCache, storeInCache } from './cache.js';
 import { prepareDirectory, requireFreeSpace, tempPathFor, trackTempFile } from './destination.js';
-import { type DownloadResult, downloadWithToolCache } from './download.js';
+import { type DownloadResult, type DownloadSettings, downloadArchive } from './download.js';
 import { messageOf, redact } from './errors.js';
+import { type Extracted, extractArchive, largestFiles } from './extract.js';
 import { formatBytes } from './format.js';
-import { readInputs } from './inputs.js';
-import { type DownloadPlan, lookUpJob, planDownload } from './plan.js';
-import { writeSummary } from './summary.js';
+import { type Inputs, readInputs } from './inputs.js';
+import { type DownloadPlan, type Plan, lookUpJob, planDownload } from './plan.js';
+import { type SummaryFacts, writeSummary } from './summary.js';
 import { TogetherApi } from './together.js';
 import { type Verified, verifyArchive } from './verify.js';
+import { waitForJob } from './wait.js';
 
-/** One download, start to end: inputs, job, plan, download, verify, outputs, artifact, summary. */
+/**
+ * One download, start to end: inputs, (wait,) job, (cache,) plan, download or the cache, verify,
+ * (extract,) outputs, artifact, summary.
+ */
 export async function run(): Promise<void> {
   const secrets: string[] = [];
   try {
@@ -20,25 +26,41 @@ export async function run(): Promise<void> {
     secrets.push(inputs.apiKey);
     const api = new TogetherApi(inputs.baseUrl, inputs.apiKey);
 
+    if (inputs.wait) {
+      await core.group('Wait', () => waitForJob(api, { jobId: inputs.jobId, step: inputs.step, timeoutMs: inputs.waitTimeoutMinutes * 60_000 }));
+    }
     const { job, checkpoint } = await core.group('Job', () => lookUpJob(api, inputs));
-    const plan = await core.group('Plan', () => planDownload(inputs, job, checkpoint));
-    const { download, verified } = await fetchArchive(plan, inputs.apiKey);
+    const cacheKey = { jobId: inputs.jobId, step: inputs.step, checkpointType: checkpoint.fetched };
+    const cached = inputs.cache ? await core.group('Cache', () => findCachedArchive(cacheKey, { verify: !inputs.dryRun })) : undefined;
+    const plan = await core.group('Plan', () => planDownload(inputs, job, checkpoint, cached));
+    if (inputs.dryRun) return await reportDryRun(plan, inputs);
 
-    setOutputs(plan, verified);
+    const { download, verified } = plan.source === 'cache' ? await core.group('Restore', () => restoreFromCache(plan.cached, plan.target)) : await fetchArchive(plan, {
+      apiKey: inputs.apiKey,
+      apiHost: new URL(inputs.baseUrl).hostname,
+      connections: inputs.connections,
+      stallTimeoutMs: inputs.stallTimeoutSeconds * 1000,
+    });
+
+    if (inputs.cache && plan.source === 'download') {
+      await core.group('Cache', () => storeInCache(cacheKey, plan.target, { format: plan.format, ...verified }));
+    }
+    const extracted = plan.extractDir ? await core.group('Extract', () => extractArchive(plan.target, plan.format, plan.extractDir as string)) : undefined;
+
+    setOutputs(plan, verified, { 'cache-hit': cacheHit(inputs, plan), 'model-dir': extracted?.modelDir });
     const artifact = plan.artifactName
       ? await core.group('Artifact', () => uploadArtifact(plan.target, plan.artifactName as string, verified.sha256, inputs.retentionDays))
       : undefined;
     if (artifact) setArtifactOutputs(artifact);
+    const archiveRemoved = extracted !== undefined && !inputs.keepArchive && (await removeArchive(plan.target));
 
     await writeSummary({
-      jobId: job.id,
-      model: job.modelOutputName ?? job.model,
-      checkpointType: plan.checkpoint.fetched,
-      step: plan.step,
-      file: plan.target,
+      ...planFacts(plan, inputs),
       size: verified.size,
       sha256: verified.sha256,
       elapsedMs: download.elapsedMs,
+      extracted: extracted && extractionFacts(extracted),
+      archiveRemoved,
       artifact,
     });
   } catch (error) {
@@ -50,7 +72,7 @@ export async function run(): Promise<void> {
  * Downloads into a temp file beside the target and moves it into place only once verified, so a
  * failure leaves neither a partial file nor a changed target behind.
  */
-async function fetchArchive(plan: DownloadPlan, apiKey: string): Promise<{ download: DownloadResult; verified: Verified }> {
+async function fetchArchive(plan: DownloadPlan, settings: DownloadSettings): Promise<{ download: DownloadResult; verified: Verified }> {
   const directory = await prepareDirectory(path.dirname(plan.target));
   const temp = tempPathFor(plan.target);
   const removeTemp = trackTempFile(temp);
@@ -58,9 +80,9 @@ async function fetchArchive(plan: DownloadPlan, apiKey: string): Promise<{ downl
   try {
     await requireFreeSpace(path.dirname(plan.target), plan.probe.total);
     const context = { what: 'downloading the archive', jobId: plan.job.id, step: plan.step };
-    const download = await core.group('Download', () => downloadWithToolCache(plan.probe, apiKey, temp, context));
+    const download = await core.group('Download', () => downloadArchive(plan.probe, settings, temp, context));
     const verified = await core.group('Verify', async () => {
-      const result = await verifyArchive(temp, plan.probe);
+      const result = await verifyArchive(temp, plan.probe, download.sha256);
       core.info(`Size ${formatBytes(result.size)} (${result.size} bytes) as announced; sha256 ${result.sha256}`);
       await fs.promises.rename(temp, plan.target);
       placed = true;
@@ -74,16 +96,19 @@ async function fetchArchive(plan: DownloadPlan, apiKey: string): Promise<{ downl
   }
 }
 
-function setOutputs(plan: DownloadPlan, verified: Verified): void {
-  const outputs: Record<string, string> = {
+/** Sets the outputs that have a value; `extra` holds those of the optional features. */
+function setOutputs(plan: Plan, verified: Partial<Verified>, extra: Record<string, string | undefined> = {}): void {
+  const outputs: Record<string, string | undefined> = {
     path: plan.target,
-    size: String(verified.size),
+    size: verified.size === undefined ? undefined : String(verified.size),
     sha256: verified.sha256,
     'checkpoint-type': plan.checkpoint.fetched,
     step: plan.step === undefined ? '' : String(plan.step),
+    ...extra,
   };
   core.startGroup('Outputs');
   for (const [name, value] of Object.entries(outputs)) {
+    if (value === undefined) continue;
     core.setOutput(name, value);
     core.info(`${name}: ${value}`);
   }
@@ -95,4 +120,39 @@ function setArtifactOutputs(artifact: UploadedArtifact): void {
   core.setOutput('artifact-url', artifact.url);
   core.setOutput('artifact-digest', artifact.digest);
   core.info(`Artifact ${artifact.name} (id ${artifact.id}): ${artifact.url}`);
+}
+
+/** `cache-hit` is `true` or `false` with `cache: true`, and not set without it. */
+function cacheHit(inputs: Inputs, plan: Plan): string | undefined {
+  return inputs.cache ? String(plan.source === 'cache') : undefined;
+}
+
+/** A dry run ends after the plan: it sets the outputs known without the archive and writes the plan as the summary. */
+async function reportDryRun(plan: Plan, inputs: Inputs): Promise<void> {
+  core.info('dry-run: the plan above is complete; nothing was downloaded or written.');
+  setOutputs(plan, { size: plan.size }, { 'cache-hit': cacheHit(inputs, plan) });
+  await writeSummary({ ...planFacts(plan, inputs), size: plan.size, dryRun: true, extractDir: plan.extractDir });
+}
+
+function planFacts(plan: Plan, inputs: Inputs): Pick<SummaryFacts, 'jobId' | 'model' | 'checkpointType' | 'step' | 'file' | 'source'> {
+  return {
+    jobId: plan.job.id,
+    model: plan.job.modelOutputName ?? plan.job.model,
+    checkpointType: plan.checkpoint.fetched,
+    step: plan.step,
+    file: plan.target,
+    source: inputs.cache ? plan.source : undefined,
+  };
+}
+
+function extractionFacts(extracted: Extracted): NonNullable<SummaryFacts['extracted']> {
+  const { listing } = extracted;
+  return { dir: extracted.dir, modelDir: extracted.modelDir, files: listing.files.length, bytes: listing.totalBytes, largest: largestFiles(listing.files) };
+}
+
+/** `keep-archive: false`: the archive goes once it is unpacked (and uploaded, when asked). */
+async function removeArchive(file: string): Promise<true> {
+  await fs.promises.rm(file, { force: true });
+  core.info(`Removed the archive ${file} (keep-archive: false)`);
+  return true;
 }

@@ -1,23 +1,44 @@
 import * as path from 'node:path';
 import * as core from '@actions/core';
+import type { ArchiveFormat } from './archive-format.js';
 import { checkArtifactUpload } from './artifact.js';
+import type { CachedArchive } from './cache.js';
 import { type CheckpointPlan, planCheckpoint, requireCompleted, requireStep, trainingKind } from './checkpoint.js';
 import { resolveDestination } from './destination.js';
+import { resolveExtractDir } from './extract.js';
 import { formatBytes } from './format.js';
 import type { Inputs } from './inputs.js';
 import { defaultFileName } from './naming.js';
 import { type ProbeResult, downloadUrl, probeArchive } from './probe.js';
 import type { Job, TogetherApi } from './together.js';
 
-export interface DownloadPlan {
+interface PlanBase {
   job: Job;
   step?: number;
   checkpoint: CheckpointPlan;
-  probe: ProbeResult;
   /** Absolute path the archive ends up at. */
   target: string;
+  format: ArchiveFormat;
+  /** The archive's size in bytes, when known before downloading. */
+  size?: number;
+  /** The folder to unpack into, with `extract: true`. */
+  extractDir?: string;
   artifactName?: string;
 }
+
+/** The archive comes from Together. */
+export interface DownloadPlan extends PlanBase {
+  source: 'download';
+  probe: ProbeResult;
+}
+
+/** The archive is already in the runner's tool cache. */
+export interface CachedPlan extends PlanBase {
+  source: 'cache';
+  cached: CachedArchive;
+}
+
+export type Plan = DownloadPlan | CachedPlan;
 
 /** Looks the job up and checks that what was asked for exists: a listed step, or a finished job. */
 export async function lookUpJob(api: TogetherApi, inputs: Inputs): Promise<{ job: Job; checkpoint: CheckpointPlan }> {
@@ -36,32 +57,39 @@ export async function lookUpJob(api: TogetherApi, inputs: Inputs): Promise<{ job
   return { job, checkpoint };
 }
 
-/** Probes the archive and decides where it goes; prints the plan before anything is written. */
-export async function planDownload(inputs: Inputs, job: Job, checkpoint: CheckpointPlan): Promise<DownloadPlan> {
+/**
+ * Probes the archive (unless the tool cache has it) and decides where it goes, and where it is
+ * unpacked; prints the plan before anything is written.
+ */
+export async function planDownload(inputs: Inputs, job: Job, checkpoint: CheckpointPlan, cached?: CachedArchive): Promise<Plan> {
   const url = downloadUrl(inputs.baseUrl, { jobId: inputs.jobId, step: inputs.step, checkpoint: checkpoint.query });
   const context = { what: 'probing the download', jobId: inputs.jobId, step: inputs.step };
-  const probe = await probeArchive(url, inputs.apiKey, context);
+  const origin = cached
+    ? { source: 'cache' as const, cached, format: cached.meta.format, size: cached.meta.size }
+    : await probeArchive(url, inputs.apiKey, context).then((probe) => ({ source: 'download' as const, probe, format: probe.format, size: probe.total }));
   const destination = resolveDestination(inputs.path, inputs.workspace);
   const name =
     destination.name ??
-    defaultFileName({ modelOutputName: job.modelOutputName, jobId: inputs.jobId, step: inputs.step, fetched: checkpoint.fetched, format: probe.format });
+    defaultFileName({ modelOutputName: job.modelOutputName, jobId: inputs.jobId, step: inputs.step, fetched: checkpoint.fetched, format: origin.format });
   const target = path.join(destination.dir, name);
-  const plan: DownloadPlan = { job, step: inputs.step, checkpoint, probe, target };
+  const plan: Plan = { job, step: inputs.step, checkpoint, target, ...origin };
+  if (inputs.extract) plan.extractDir = resolveExtractDir(inputs.extractPath, target, inputs.workspace);
   if (inputs.uploadArtifact) {
     plan.artifactName = inputs.artifactName ?? name;
     checkArtifactUpload(plan.artifactName, inputs.artifactName !== undefined);
   }
-  logPlan(url, plan);
+  logPlan(url, plan, inputs);
   return plan;
 }
 
-function logPlan(url: string, plan: DownloadPlan): void {
-  const { probe } = plan;
+function logPlan(url: string, plan: Plan, inputs: Pick<Inputs, 'cache' | 'keepArchive'>): void {
   core.info(`Checkpoint: ${plan.checkpoint.fetched}${plan.step === undefined ? ', final model' : `, step ${plan.step}`}`);
-  core.info(`Source: ${url}`);
-  core.info(`Size: ${probe.total === undefined ? 'unknown (the server did not say)' : `${formatBytes(probe.total)} (${probe.total} bytes)`}`);
-  core.info(`Format: ${probe.format === 'zstd' ? 'zstd-compressed tar' : 'gzip-compressed tar'}`);
-  core.info(`Range requests: ${probe.rangesHonoured ? 'honoured' : 'not honoured'}`);
+  core.info(plan.source === 'cache' ? `Source: the runner's tool cache, ${plan.cached.archive} (nothing to download)` : `Source: ${url}`);
+  core.info(`Size: ${plan.size === undefined ? 'unknown (the server did not say)' : `${formatBytes(plan.size)} (${plan.size} bytes)`}`);
+  core.info(`Format: ${plan.format === 'zstd' ? 'zstd-compressed tar' : 'gzip-compressed tar'}`);
+  if (plan.source === 'download') core.info(`Range requests: ${plan.probe.rangesHonoured ? 'honoured' : 'not honoured'}`);
   core.info(`Destination: ${plan.target}`);
+  if (plan.source === 'download' && inputs.cache && process.env.RUNNER_TOOL_CACHE) core.info('Tool cache: not there yet; the archive is stored in it after the download');
+  if (plan.extractDir) core.info(`Extract into: ${plan.extractDir}${inputs.keepArchive ? '' : ', then remove the archive'}`);
   if (plan.artifactName) core.info(`Artifact: ${plan.artifactName}`);
 }

@@ -33,12 +33,13 @@ export function downloadUrl(baseUrl: string, query: { jobId: string; step?: numb
 }
 
 /** A client that leaves redirects and retries to us: http-client mishandles relative redirects. */
-export function newHttpClient(socketTimeoutMs = 60_000): HttpClient {
+export function newHttpClient(socketTimeoutMs = 60_000, pool: { keepAlive?: boolean; maxSockets?: number } = {}): HttpClient {
   return new HttpClient('together-download', [], {
     allowRedirects: false,
     allowRetries: false,
     socketTimeout: socketTimeoutMs,
-    keepAlive: false,
+    keepAlive: pool.keepAlive ?? false,
+    maxSockets: pool.maxSockets,
   });
 }
 
@@ -49,14 +50,13 @@ export function newHttpClient(socketTimeoutMs = 60_000): HttpClient {
 export async function getFollowingRedirects(
   client: HttpClient,
   url: string,
-  apiKey: string,
+  auth: { apiKey: string; apiHost: string },
   headers: Record<string, string>,
 ): Promise<{ response: IncomingMessage; url: string; sendAuth: boolean }> {
-  const apiHost = new URL(url).hostname;
   let current = url;
   for (let hop = 0; ; hop++) {
-    const sendAuth = new URL(current).hostname === apiHost;
-    const res = await client.get(current, sendAuth ? { ...headers, authorization: `Bearer ${apiKey}` } : headers);
+    const sendAuth = new URL(current).hostname === auth.apiHost;
+    const res = await client.get(current, sendAuth ? { ...headers, authorization: `Bearer ${auth.apiKey}` } : headers);
     const status = res.message.statusCode ?? 0;
     const location = res.message.headers.location;
     if (!REDIRECT_STATUSES.has(status) || !location) return { response: res.message, url: current, sendAuth };
@@ -74,7 +74,10 @@ export async function getFollowingRedirects(
   }
 }
 
-/** Reads at most `limit` bytes of a response, then drops the connection: never the whole body. */
+/**
+ * Reads at most `limit` bytes of a response, then drops the connection: never the whole body.
+ * A body that breaks off after some bytes still yields them; only an empty one throws.
+ */
 export async function readHead(response: IncomingMessage, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let length = 0;
@@ -84,6 +87,8 @@ export async function readHead(response: IncomingMessage, limit: number): Promis
       length += (chunk as Buffer).length;
       if (length >= limit) break;
     }
+  } catch (error) {
+    if (length === 0) throw error;
   } finally {
     response.destroy();
   }
@@ -120,7 +125,7 @@ export async function probeArchive(url: string, apiKey: string, context: Request
       async () => {
         let answer: Awaited<ReturnType<typeof getFollowingRedirects>>;
         try {
-          answer = await getFollowingRedirects(client, url, apiKey, { range: 'bytes=0-1', accept: 'application/octet-stream' });
+          answer = await getFollowingRedirects(client, url, { apiKey, apiHost: new URL(url).hostname }, { range: 'bytes=0-1', accept: 'application/octet-stream' });
         } catch (error) {
           if (error instanceof ActionError) throw error;
           throw new RetryableError(`network error: ${(error as Error).message}`);

@@ -7,9 +7,28 @@ export interface SummaryFacts {
   checkpointType: string;
   step?: number;
   file: string;
-  size: number;
-  sha256: string;
-  elapsedMs: number;
+  /** Unknown only in a dry run whose server did not say. */
+  size?: number;
+  /** Not known in a dry run. */
+  sha256?: string;
+  /** Absent in a dry run. */
+  elapsedMs?: number;
+  /** Where the archive came from, when the tool cache was asked. */
+  source?: 'download' | 'cache';
+  /** Nothing was downloaded: the summary shows the plan. */
+  dryRun?: boolean;
+  /** The folder a dry run would extract into. */
+  extractDir?: string;
+  extracted?: {
+    dir: string;
+    modelDir: string;
+    files: number;
+    bytes: number;
+    /** The largest files, biggest first, with paths inside `dir`. */
+    largest: ReadonlyArray<{ name: string; size: number }>;
+  };
+  /** The archive was removed after extracting it (`keep-archive: false`). */
+  archiveRemoved?: boolean;
   artifact?: { name: string; url: string };
 }
 
@@ -18,20 +37,32 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+const code = (text: string) => `<code>${escapeHtml(text)}</code>`;
+const bytes = (n: number) => `${formatBytes(n)} (${n} bytes)`;
+
 export function summaryRows(facts: SummaryFacts): Array<[string, string]> {
-  const seconds = facts.elapsedMs / 1000;
-  const code = (text: string) => `<code>${escapeHtml(text)}</code>`;
   const rows: Array<[string, string]> = [
     ['Job', code(facts.jobId)],
     ['Model', facts.model ? code(facts.model) : '–'],
     ['Checkpoint type', escapeHtml(facts.checkpointType)],
     ['Step', facts.step === undefined ? 'final' : String(facts.step)],
     ['File', code(facts.file)],
-    ['Size', `${formatBytes(facts.size)} (${facts.size} bytes)`],
-    ['SHA-256', code(facts.sha256)],
-    ['Time', formatDuration(seconds)],
-    ['Speed', seconds > 0 ? formatSpeed(facts.size / seconds) : '–'],
+    ['Size', facts.size === undefined ? 'unknown' : bytes(facts.size)],
   ];
+  if (facts.sha256 !== undefined) rows.push(['SHA-256', code(facts.sha256)]);
+  if (facts.source !== undefined) rows.push(['Source', facts.source === 'cache' ? 'runner tool cache (nothing downloaded)' : 'Together (not in the tool cache yet)']);
+  if (facts.elapsedMs !== undefined) {
+    const seconds = facts.elapsedMs / 1000;
+    rows.push(['Time', formatDuration(seconds)]);
+    if (facts.source !== 'cache') rows.push(['Speed', seconds > 0 && facts.size !== undefined ? formatSpeed(facts.size / seconds) : '–']);
+  }
+  if (facts.extractDir !== undefined) rows.push(['Extract into', code(facts.extractDir)]);
+  if (facts.extracted) {
+    rows.push(['Extracted to', code(facts.extracted.dir)]);
+    rows.push(['Model folder', code(facts.extracted.modelDir)]);
+    rows.push(['Files', `${facts.extracted.files} files, ${bytes(facts.extracted.bytes)}`]);
+  }
+  if (facts.archiveRemoved) rows.push(['Archive', 'removed after extraction (<code>keep-archive: false</code>)']);
   if (facts.artifact) {
     rows.push(['Artifact', `<a href="${escapeHtml(facts.artifact.url)}">${escapeHtml(facts.artifact.name)}</a>`]);
   }
@@ -40,14 +71,24 @@ export function summaryRows(facts: SummaryFacts): Array<[string, string]> {
 
 export async function writeSummary(facts: SummaryFacts): Promise<void> {
   if (!process.env.GITHUB_STEP_SUMMARY) return; // Not on a runner: nowhere to write it.
-  await core.summary
-    .addHeading('Together fine-tuning download', 3)
-    .addTable([
+  core.summary.addHeading(facts.dryRun ? 'Together fine-tuning download (dry run)' : 'Together fine-tuning download', 3);
+  if (facts.dryRun) core.summary.addRaw('<p><strong>dry-run</strong>: this is the plan; nothing was downloaded or written.</p>', true);
+  core.summary.addTable([
+    [
+      { data: 'Field', header: true },
+      { data: 'Value', header: true },
+    ],
+    ...summaryRows(facts),
+  ]);
+  if (facts.extracted && facts.extracted.largest.length > 0) {
+    const { largest, files } = facts.extracted;
+    core.summary.addHeading(largest.length < files ? `Largest files (${largest.length} of ${files})` : 'Files', 4).addTable([
       [
-        { data: 'Field', header: true },
-        { data: 'Value', header: true },
+        { data: 'File', header: true },
+        { data: 'Size', header: true },
       ],
-      ...summaryRows(facts),
-    ])
-    .write();
+      ...largest.map((f) => [code(f.name), bytes(f.size)]),
+    ]);
+  }
+  await core.summary.write();
 }

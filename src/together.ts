@@ -19,6 +19,14 @@ export interface Checkpoint {
   checkpoint?: string;
 }
 
+/** One entry of a job's event log. */
+export interface FineTuneEvent {
+  type: string;
+  level?: string;
+  message: string;
+  createdAt?: string;
+}
+
 /** What the request was for, so that an error can say which input to fix. */
 export interface RequestContext {
   what: string;
@@ -60,6 +68,16 @@ export class TogetherApi {
     return (list.data ?? [])
       .filter((c) => Number.isSafeInteger(c.step))
       .map((c) => ({ step: c.step, checkpointType: c.checkpoint_type, checkpoint: c.checkpoint }));
+  }
+
+  async listEvents(jobId: string): Promise<FineTuneEvent[]> {
+    const list = await this.call({ what: 'reading the job events', jobId }, () => this.client.fineTuning.listEvents(jobId));
+    return (list.data ?? []).map((e) => ({
+      type: String(e.type ?? ''),
+      level: e.level ?? undefined,
+      message: String(e.message ?? ''),
+      createdAt: e.created_at,
+    }));
   }
 
   private async call<T>(context: RequestContext, request: () => Promise<T>): Promise<T> {

@@ -144,13 +144,21 @@ describe('a LoRA job', () => {
     assert.deepEqual(fs.readdirSync(out).sort(), ['adapter_config.json', 'adapter_model.safetensors']);
     assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8')).peft_type, 'LORA');
 
-    // The probe asked for two bytes, then the archive was fetched whole, with the checked id.
-    const [probe, body] = downloads();
+    // The probe asked for two bytes, then the archive came in ranges, each with the checked id.
+    const [probe, ...ranges] = downloads();
     assert.equal(probe.range, 'bytes=0-1');
     assert.ok(probe.bodyBytes <= 2, `the probe read ${probe.bodyBytes} bytes`);
-    assert.deepEqual(body.query, { ft_id: LORA, checkpoint: 'adapter' });
-    assert.equal(body.range, undefined);
-    assert.equal(body.headers.authorization, `Bearer ${KEY}`);
+    assert.ok(ranges.length >= 1);
+    for (const r of ranges) {
+      assert.deepEqual(r.query, { ft_id: LORA, checkpoint: 'adapter' });
+      assert.match(r.range ?? '', /^bytes=\d+-\d+$/);
+      assert.equal(r.headers.authorization, `Bearer ${KEY}`);
+    }
+    assert.equal(
+      ranges.reduce((n, r) => n + r.bodyBytes, 0),
+      adapter.length,
+      'every byte was fetched exactly once',
+    );
 
     // The log shows the plan, a closing progress line and the outputs.
     assert.match(run.stdout, /::group::Plan/);
@@ -331,7 +339,7 @@ describe('path', () => {
   });
 
   test('a failed download leaves an older file untouched, and nothing else', async () => {
-    api.setFaults({ cutBodyAfter: 1000 });
+    api.setFaults({ ignoreRange: true, cutBodyAfter: 1000 });
     const run = await act(
       { 'job-id': LORA, path: 'keep/model.tar.zst' },
       {
@@ -348,7 +356,7 @@ describe('path', () => {
   });
 
   test('a failed download into new directories removes them again', async () => {
-    api.setFaults({ cutBodyAfter: 1000 });
+    api.setFaults({ ignoreRange: true, cutBodyAfter: 1000 });
     const run = await act({ 'job-id': LORA, path: 'new/dirs/' }, { nodeArgs: ['--import', FAST_RETRY] });
     failed(run, /failed after 3 attempts/);
     assert.deepEqual(fs.readdirSync(run.workspace), []);
@@ -426,19 +434,8 @@ describe('transient failures', () => {
     succeeded(run);
     assert.deepEqual(
       downloads().map((r) => r.status),
-      [502, 206, 200],
+      [502, 206, 206],
     );
-  });
-
-  test('a 503 then success on the archive download itself', async () => {
-    api.setFaults({ queue: { download: [{ status: 503, when: 'whole' }] } });
-    const run = await act({ 'job-id': LORA }, { nodeArgs: ['--import', FAST_RETRY] });
-    succeeded(run);
-    assert.deepEqual(
-      downloads().map((r) => r.status),
-      [206, 503, 200],
-    );
-    assert.equal(run.outputs.sha256, sha256(merged));
   });
 
   test('a persistent 503 ends with the number of attempts and the last status', async () => {
@@ -462,21 +459,6 @@ describe('what the server sends', () => {
     assert.ok(probe.bodyBytes < big.length / 2, `the probe pulled ${probe.bodyBytes} of ${big.length} bytes`);
     assert.equal(run.outputs.sha256, sha256(big));
     assert.match(run.stdout, /Range requests: not honoured/);
-  });
-
-  test('a Content-Length larger than the body: retried, then a clear failure and no file', async () => {
-    api.setFaults({ contentLength: (n) => (n > 2 ? n + 5000 : n) });
-    const run = await act({ 'job-id': LORA }, { nodeArgs: ['--import', FAST_RETRY] });
-    failed(run, /failed after 3 attempts/, /run the job again/);
-    assert.deepEqual(listFiles(run.workspace), []);
-  });
-
-  test('a body cut short fails and leaves nothing', async () => {
-    api.setFaults({ cutBodyAfter: 4096 });
-    const run = await act({ 'job-id': LORA }, { nodeArgs: ['--import', FAST_RETRY] });
-    failed(run, /failed after 3 attempts/);
-    assert.deepEqual(listFiles(run.workspace), []);
-    assert.equal(downloads().length, 4, 'the probe and three attempts');
   });
 
   test('a gzip archive is saved as .tar.gz', async () => {
@@ -504,5 +486,106 @@ describe('what the server sends', () => {
     assert.match(name, /^[a-z0-9.@+-]+\.tar\.gz$/);
     assert.ok(!name.startsWith('.'));
     assert.deepEqual(listFiles(run.workspace), [`safe/${name}`]);
+  });
+});
+
+const notProbe = (r: { range?: string }) => r.range !== 'bytes=0-1';
+
+for (const mode of [
+  { name: 'parallel ranges', faults: {}, nodeArgs: [] as string[] },
+  { name: 'one stream (server ignores Range)', faults: { ignoreRange: true }, nodeArgs: ['--import', FAST_RETRY] },
+]) {
+  const ranged = mode.name === 'parallel ranges';
+  describe(`faults during the download: ${mode.name}`, () => {
+    test('a 503 on the archive request is retried', async () => {
+      api.setFaults({ ...mode.faults, queue: { download: [{ status: 503, headers: { 'retry-after-ms': '10' }, when: ranged ? notProbe : 'whole' }] } });
+      const run = await act({ 'job-id': LORA }, { nodeArgs: mode.nodeArgs });
+      succeeded(run);
+      assert.deepEqual(
+        downloads().map((r) => r.status),
+        ranged ? [206, 503, 206] : [200, 503, 200],
+      );
+      assert.equal(run.outputs.sha256, sha256(merged));
+    });
+
+    test('a body cut short: ' + (ranged ? 'resumed where it stopped' : 'retried from the start, then a clear failure'), async () => {
+      api.setFaults({ ...mode.faults, cutBodyAfter: 100_000 });
+      const run = await act({ 'job-id': LORA }, { nodeArgs: mode.nodeArgs });
+      if (ranged) {
+        succeeded(run);
+        assert.equal(run.outputs.sha256, sha256(merged));
+        const wire = downloads().slice(1).reduce((n, r) => n + r.bodyBytes, 0);
+        // Every response is cut after 100 kB: only resuming can finish, and little is sent twice
+        // (what the server had in flight when it cut the connection).
+        assert.ok(wire < merged.length * 1.5, `${wire} bytes on the wire for ${merged.length}`);
+        assert.match(run.stdout, /resuming in/);
+      } else {
+        failed(run, /failed after 3 attempts/, /run the job again/);
+        assert.deepEqual(listFiles(run.workspace), []);
+        assert.equal(downloads().length, 4, 'the probe and three attempts');
+      }
+    });
+
+    test('a Content-Length larger than the body: ' + (ranged ? 'the range itself arrived whole' : 'a clear failure'), async () => {
+      api.setFaults({ ...mode.faults, contentLength: (n) => n + 5000 });
+      const run = await act({ 'job-id': LORA }, { nodeArgs: mode.nodeArgs });
+      if (ranged) {
+        succeeded(run);
+        assert.equal(run.outputs.sha256, sha256(merged));
+      } else {
+        failed(run, /failed after 3 attempts/);
+        assert.deepEqual(listFiles(run.workspace), []);
+      }
+    });
+
+    test('a persistent failure ends with the attempts and leaves nothing', async () => {
+      const busy = { status: 503, headers: { 'retry-after-ms': '1' }, when: ranged ? notProbe : ('whole' as const) };
+      api.setFaults({ ...mode.faults, queue: { download: Array.from({ length: 10 }, () => busy) } });
+      const run = await act({ 'job-id': LORA, path: 'out/' }, { nodeArgs: mode.nodeArgs });
+      failed(run, ranged ? /after 6 attempts \(HTTP 503\)/ : /after 3 attempts.*HTTP 503/);
+      assert.deepEqual(fs.readdirSync(run.workspace), []);
+    });
+
+    test('a 404 during the download is not retried', async () => {
+      api.setFaults({ ...mode.faults, queue: { download: [{ status: 404, when: ranged ? notProbe : 'whole' }] } });
+      const run = await act({ 'job-id': LORA }, { nodeArgs: mode.nodeArgs });
+      failed(run, /HTTP 404/, /`job-id`/);
+      assert.equal(downloads().length, 2);
+    });
+  });
+}
+
+describe('parallel ranges', () => {
+  test('a larger archive is split over several connections and reassembled exactly', async () => {
+    const big = Buffer.concat([merged, randomBytes(40 * 1024 * 1024)]);
+    api.jobs.get(LORA)!.archives.merged = big;
+    const run = await act({ 'job-id': LORA, connections: '4' });
+    succeeded(run);
+    assert.equal(run.outputs.sha256, sha256(big));
+    assert.deepEqual(fs.readFileSync(run.outputs.path), big);
+    const ranges = downloads().slice(1);
+    assert.ok(ranges.length >= 4, `expected several ranges, got ${ranges.length}`);
+    assert.match(run.stdout, /over 4 connections/);
+  });
+
+  test('a stalled connection is aborted after stall-timeout and its range retried', async () => {
+    api.setFaults({ stallAfter: { bytes: 1000 } });
+    const run = await act({ 'job-id': LORA, 'stall-timeout': '1' });
+    succeeded(run);
+    assert.match(run.stdout, /no data for 1 s \(stall-timeout\)/);
+    assert.equal(run.outputs.sha256, sha256(merged));
+  });
+
+  test('connections: 1 still resumes', async () => {
+    api.setFaults({ cutBodyAfter: 50_000 });
+    const run = await act({ 'job-id': LORA, connections: '1' });
+    succeeded(run);
+    assert.equal(run.outputs.sha256, sha256(merged));
+  });
+
+  test('an invalid connections value names the input', async () => {
+    const run = await act({ 'job-id': LORA, connections: '64' });
+    failed(run, /`connections`/, /1 to 32/);
+    assert.equal(api.requests.length, 0);
   });
 });

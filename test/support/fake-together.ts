@@ -41,8 +41,8 @@ export interface FakeJob {
 
 export interface Reply {
   status: number;
-  /** Serve this reply only to a ranged (`range`) or a whole-body (`whole`) download request. */
-  when?: 'range' | 'whole';
+  /** Serve this reply only to a ranged (`range`) or a whole-body (`whole`) request, or when the predicate holds. */
+  when?: 'range' | 'whole' | ((request: { range?: string }) => boolean);
   headers?: Record<string, string>;
   body?: string;
 }
@@ -64,6 +64,10 @@ export interface Faults {
   noContentLength?: boolean;
   /** throttle each download connection to this rate */
   bytesPerSecond?: number;
+  /** the next `times` (default 1) download responses longer than `bytes` send `bytes` body bytes, then nothing until the client disconnects */
+  stallAfter?: { bytes: number; times?: number };
+  /** the first download response covering this archive offset is cut there (the socket is destroyed); then the fault is spent */
+  dropOnceAt?: number;
   /** /finetune/download answers 302 with Location = redirectTo + original path and query */
   redirectTo?: string;
 }
@@ -386,6 +390,12 @@ function resolveArchive(job: FakeJob, query: Record<string, string>): Resolved {
   return { ok: true, key, source: job.archives[key] };
 }
 
+function replyApplies(reply: Reply, range: string | undefined): boolean {
+  if (!reply.when) return true;
+  if (typeof reply.when === 'function') return reply.when({ range });
+  return (reply.when === 'range') === (range !== undefined);
+}
+
 export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeTogether> {
   const host = opts.host ?? '127.0.0.1';
   const jobs = new Map<string, FakeJob>(opts.jobs.map((j) => [j.id, j]));
@@ -453,7 +463,20 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
     const cut = f.cutBodyAfter !== undefined && f.cutBodyAfter < limit;
     if (cut) limit = f.cutBodyAfter!;
     // a Content-Length larger than what we send: the connection must be dropped after the body
-    const dropAfter = cut || (announced !== undefined && announced > limit);
+    let dropAfter = cut || (announced !== undefined && announced > limit);
+    // one-shot faults, consumed by the first response they apply to
+    let hang = false;
+    const stall = f.stallAfter;
+    if (stall && (stall.times ?? 1) > 0 && limit > stall.bytes) {
+      stall.times = (stall.times ?? 1) - 1;
+      limit = stall.bytes;
+      hang = true;
+    }
+    if (f.dropOnceAt !== undefined && start <= f.dropOnceAt && f.dropOnceAt < start + limit) {
+      limit = f.dropOnceAt - start;
+      f.dropOnceAt = undefined;
+      dropAfter = true;
+    }
 
     let closed = false;
     const onClose = () => {
@@ -515,6 +538,11 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
       res.off('close', onClose);
     }
     if (closed) return;
+    if (hang) {
+      // send nothing more until the client gives up on this connection
+      await new Promise<void>((r) => (closed ? r() : res.once('close', () => r())));
+      return;
+    }
     if (dropAfter) {
       // make sure the bytes we wrote are flushed, then cut the connection (body cut short)
       await Promise.race([lastFlush, new Promise<void>((r) => res.once('close', () => r()))]);
@@ -643,7 +671,7 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
 
     const queued = faults.queue?.[route.endpoint];
     const head = queued?.[0];
-    const applies = head !== undefined && (head === 'reset' || !head.when || (head.when === 'range') === (req.headers.range !== undefined));
+    const applies = head !== undefined && (head === 'reset' || replyApplies(head, req.headers.range));
     if (queued && applies) {
       sendReply(req, res, rec, queued.shift()!);
       return;

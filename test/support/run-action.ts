@@ -50,6 +50,15 @@ export const DEFAULT_INPUTS: Record<string, string> = {
   'upload-artifact': 'false',
   'artifact-name': '',
   'retention-days': '',
+  wait: 'false',
+  'wait-timeout-minutes': '120',
+  extract: 'false',
+  'extract-path': '',
+  'keep-archive': 'true',
+  cache: 'false',
+  'dry-run': 'false',
+  connections: '8',
+  'stall-timeout': '60',
 };
 
 export async function runAction(options: RunOptions): Promise<ActionRun> {

@@ -26,6 +26,15 @@ function raw(overrides: Partial<RawInputs> = {}): RawInputs {
     'upload-artifact': false,
     'artifact-name': '',
     'retention-days': '',
+    wait: false,
+    'wait-timeout-minutes': '',
+    extract: false,
+    'extract-path': '',
+    'keep-archive': true,
+    cache: false,
+    'dry-run': false,
+    connections: '',
+    'stall-timeout': '',
     workspace: '/work/space',
     ...overrides,
   };
@@ -122,6 +131,20 @@ describe('artifact inputs', () => {
   }
 });
 
+describe('connections and stall-timeout', () => {
+  test('defaults and valid values', () => {
+    const inputs = parseInputs(raw({ connections: '16', 'stall-timeout': '30' }));
+    assert.equal(inputs.connections, 16);
+    assert.equal(inputs.stallTimeoutSeconds, 30);
+  });
+  for (const bad of ['0', '33', 'many', '2.5', '-1']) {
+    test(`connections: rejects ${JSON.stringify(bad)}`, () => throwsInput(() => parseInputs(raw({ connections: bad })), 'connections', /1 to 32/));
+  }
+  for (const bad of ['0', '3601', 'soon', '1.5']) {
+    test(`stall-timeout: rejects ${JSON.stringify(bad)}`, () => throwsInput(() => parseInputs(raw({ 'stall-timeout': bad })), 'stall-timeout', /1 to 3600/));
+  }
+});
+
 test('parseInputs returns a typed, validated object', () => {
   const inputs = parseInputs(raw({ 'job-id': `${JOB}:7`, 'checkpoint-type': 'Adapter', path: ' models/ ', 'retention-days': '5', 'upload-artifact': true }));
   assert.deepEqual(inputs, {
@@ -135,5 +158,14 @@ test('parseInputs returns a typed, validated object', () => {
     uploadArtifact: true,
     artifactName: undefined,
     retentionDays: 5,
+    wait: false,
+    waitTimeoutMinutes: 120,
+    extract: false,
+    extractPath: '',
+    keepArchive: true,
+    cache: false,
+    dryRun: false,
+    connections: 8,
+    stallTimeoutSeconds: 60,
   });
 });

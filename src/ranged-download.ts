@@ -1,0 +1,352 @@
+import * as fs from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import { Worker } from 'node:worker_threads';
+import * as core from '@actions/core';
+import type { HttpClient } from '@actions/http-client';
+import type { DownloadResult } from './download.js';
+import { ActionError } from './errors.js';
+import { displayUrl, formatBytes } from './format.js';
+import { type ProbeResult, getFollowingRedirects, newHttpClient, totalFromContentRange } from './probe.js';
+import { ProgressReporter } from './progress.js';
+import { backoffMs, isRetryableStatus, retryAfterMs } from './retry.js';
+import { type RequestContext, explainHttpStatus } from './together.js';
+
+export const DEFAULT_CONNECTIONS = 8;
+export const DEFAULT_STALL_TIMEOUT_SECONDS = 60;
+/** Consecutive failures of one piece, without progress in between, before the download gives up. */
+export const PIECE_ATTEMPTS = 6;
+
+const MIN_PIECE = 4 * 1024 * 1024;
+const WRITE_BATCH = 1024 * 1024;
+const MAX_PIECE = 64 * 1024 * 1024;
+
+export interface RangedOptions {
+  connections: number;
+  stallTimeoutMs: number;
+  /** The API's host name: only requests to it carry the API key. */
+  apiHost: string;
+}
+
+export interface RangedResult extends DownloadResult {
+  sha256: string;
+  /** How long the hash took to catch up after the last byte arrived. */
+  hashTailMs: number;
+}
+
+interface Piece {
+  start: number;
+  end: number; // inclusive
+  received: number;
+  done: boolean;
+}
+
+/**
+ * Splits `total` bytes into pieces small enough to spread over every connection and to keep the
+ * in-order hash close behind the download, and large enough that requests stay few.
+ */
+export function planPieces(total: number, connections: number): Piece[] {
+  const size = Math.min(MAX_PIECE, Math.max(MIN_PIECE, Math.ceil(total / (connections * 4))));
+  const pieces: Piece[] = [];
+  for (let start = 0; start < total; start += size) {
+    pieces.push({ start, end: Math.min(total, start + size) - 1, received: 0, done: false });
+  }
+  return pieces;
+}
+
+/** A failure another attempt at the same piece may cure. */
+class PieceError extends Error {
+  constructor(
+    message: string,
+    readonly waitMs?: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Downloads the archive as parallel byte ranges written in place into `tempFile`. Each piece is
+ * retried and resumed on its own from where it stopped, a piece that receives nothing for the
+ * stall timeout is aborted and retried, and the sha256 is computed in order as pieces complete,
+ * so no separate pass over the file is needed afterwards.
+ */
+export async function downloadRanged(
+  probe: ProbeResult & { total: number },
+  apiKey: string,
+  tempFile: string,
+  options: RangedOptions,
+  context: RequestContext,
+): Promise<RangedResult> {
+  const pieces = planPieces(probe.total, options.connections);
+  const connections = Math.max(1, Math.min(options.connections, pieces.length));
+  core.info(`Downloading ${formatBytes(probe.total)} as ${pieces.length} range${pieces.length === 1 ? '' : 's'} over ${connections} connection${connections === 1 ? '' : 's'}`);
+  // The socket timeout covers a server that never answers; our own stall timer, a little shorter,
+  // covers a body that stops, and says so.
+  const client = newHttpClient(options.stallTimeoutMs + 5000, { keepAlive: true, maxSockets: connections });
+  const file = await fs.promises.open(tempFile, 'w');
+  const progress = new ProgressReporter(probe.total);
+  const hasher = new InOrderHasher(tempFile, pieces);
+  const abort = new AbortController();
+  let received = 0;
+  let next = 0;
+
+  const worker = async () => {
+    const writer = new PieceWriter(file);
+    while (!abort.signal.aborted && next < pieces.length) {
+      const piece = pieces[next++];
+      await fetchPiece(piece, writer, (bytes) => {
+        received += bytes;
+        progress.update(received);
+      });
+      piece.done = true;
+      hasher.pieceDone();
+    }
+  };
+
+  const fetchPiece = async (piece: Piece, writer: PieceWriter, onBytes: (n: number) => void) => {
+    for (let failures = 0; ; ) {
+      const before = piece.received;
+      try {
+        await fetchRange(client, probe, apiKey, options, piece, writer, onBytes, abort.signal, context);
+        return;
+      } catch (error) {
+        if (!(error instanceof PieceError) || abort.signal.aborted) throw error;
+        // Progress since the last failure means the connection works: start counting afresh.
+        failures = piece.received > before ? 1 : failures + 1;
+        if (failures >= PIECE_ATTEMPTS) {
+          throw new ActionError(
+            `The download from ${displayUrl(probe.url)} failed: bytes ${piece.start + piece.received}-${piece.end} still failed after ${PIECE_ATTEMPTS} attempts (${error.message}). Run the job again; the connection to the server keeps breaking.`,
+          );
+        }
+        const wait = Math.min(30_000, error.waitMs ?? backoffMs(failures - 1));
+        core.info(`Range ${piece.start + piece.received}-${piece.end}: ${error.message}; resuming in ${(wait / 1000).toFixed(1)} s`);
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
+  };
+
+  try {
+    await file.truncate(probe.total);
+    const workers = Array.from({ length: connections }, () =>
+      worker().catch((error: unknown) => {
+        abort.abort();
+        throw error;
+      }),
+    );
+    const results = await Promise.allSettled(workers);
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure) throw failure.reason;
+    const lastByteAt = Date.now();
+    const elapsedMs = progress.finish(received);
+    const sha256 = await hasher.digest();
+    return { bytes: received, elapsedMs, sha256, hashTailMs: Date.now() - lastByteAt };
+  } finally {
+    abort.abort();
+    await hasher.stop();
+    await file.close();
+    client.dispose();
+  }
+}
+
+/** Fetches what is missing of one piece, writing each chunk at its offset. Throws PieceError to retry. */
+async function fetchRange(
+  client: HttpClient,
+  probe: ProbeResult,
+  apiKey: string,
+  options: RangedOptions,
+  piece: Piece,
+  writer: PieceWriter,
+  onBytes: (n: number) => void,
+  signal: AbortSignal,
+  context: RequestContext,
+): Promise<void> {
+  const from = piece.start + piece.received;
+  let response: IncomingMessage;
+  try {
+    ({ response } = await getFollowingRedirects(client, probe.url, { apiKey, apiHost: options.apiHost }, { range: `bytes=${from}-${piece.end}` }));
+  } catch (error) {
+    if (error instanceof ActionError) throw error;
+    throw new PieceError(`network error: ${(error as Error).message}`);
+  }
+  const status = response.statusCode ?? 0;
+  if (status !== 206) {
+    response.resume();
+    if (isRetryableStatus(status)) throw new PieceError(`HTTP ${status}`, retryAfterMs(response.headers));
+    if (status === 200) {
+      throw new ActionError(`The server stopped honouring range requests (HTTP 200 for bytes ${from}-${piece.end}). Run the job again with \`connections: 1\`.`);
+    }
+    throw explainHttpStatus(status, undefined, context, 1);
+  }
+  const range = /^bytes\s+(\d+)-(\d+)\//i.exec(response.headers['content-range'] ?? '');
+  const total = totalFromContentRange(response.headers['content-range']);
+  if (!range || Number(range[1]) !== from || Number(range[2]) !== piece.end || (total !== undefined && total !== probe.total)) {
+    response.destroy();
+    throw new ActionError(
+      `The server answered bytes ${from}-${piece.end} with Content-Range ${JSON.stringify(response.headers['content-range'] ?? '')}: the archive changed or the server misbehaves. Run the job again.`,
+    );
+  }
+
+  writer.begin(piece, onBytes);
+
+  let stalled = false;
+  const onAbort = () => response.destroy();
+  signal.addEventListener('abort', onAbort);
+  const timer = setTimeout(() => {
+    stalled = true;
+    response.destroy();
+  }, options.stallTimeoutMs);
+  let broke: Error | undefined;
+  try {
+    for await (const chunk of response) {
+      const buf = chunk as Buffer;
+      const room = piece.end + 1 - (piece.start + piece.received + writer.queued());
+      const data = buf.length > room ? buf.subarray(0, room) : buf;
+      timer.refresh();
+      await writer.push(data);
+      if (data.length < buf.length) break;
+    }
+  } catch (error) {
+    broke = error as Error;
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort);
+  }
+  // What arrived before a failure is good: write it, so a retry resumes after it.
+  await writer.drain();
+  if (signal.aborted) throw new ActionError('aborted');
+  if (broke) {
+    // A server that announces more than the range and then drops the connection still delivered it.
+    if (piece.start + piece.received > piece.end) return;
+    throw new PieceError(stalled ? `no data for ${options.stallTimeoutMs / 1000} s (stall-timeout)` : `connection broke: ${broke.message}`);
+  }
+  if (stalled) throw new PieceError(`no data for ${options.stallTimeoutMs / 1000} s (stall-timeout)`);
+  if (piece.start + piece.received <= piece.end) {
+    throw new PieceError(`the body ended early, ${piece.end + 1 - piece.start - piece.received} bytes short`);
+  }
+}
+
+/**
+ * Writes a connection's data at its offset through two reusable buffers: one fills while the
+ * other is written. Few system calls, receiving waits for the disk only when the disk falls
+ * behind, and memory stays fixed however fast the data comes.
+ */
+class PieceWriter {
+  private readonly buffers = [Buffer.allocUnsafe(WRITE_BATCH), Buffer.allocUnsafe(WRITE_BATCH)];
+  private current = 0;
+  private filled = 0;
+  private inFlight = 0;
+  private writing: Promise<void> = Promise.resolve();
+  private piece!: Piece;
+  private onBytes!: (n: number) => void;
+
+  constructor(private readonly file: fs.promises.FileHandle) {}
+
+  begin(piece: Piece, onBytes: (n: number) => void): void {
+    this.piece = piece;
+    this.onBytes = onBytes;
+    this.filled = 0;
+  }
+
+  /** Bytes received but not yet counted in `piece.received`. */
+  queued(): number {
+    return this.filled + this.inFlight;
+  }
+
+  async push(data: Buffer): Promise<void> {
+    for (let offset = 0; offset < data.length; ) {
+      const copied = data.copy(this.buffers[this.current], this.filled, offset);
+      this.filled += copied;
+      offset += copied;
+      if (this.filled === WRITE_BATCH) await this.flush();
+    }
+  }
+
+  async drain(): Promise<void> {
+    await this.flush();
+    await this.writing;
+  }
+
+  private async flush(): Promise<void> {
+    await this.writing;
+    if (this.filled === 0) return;
+    const { piece, onBytes } = this;
+    const length = this.filled;
+    this.inFlight = length;
+    this.writing = this.file.write(this.buffers[this.current], 0, length, piece.start + piece.received).then(
+      () => {
+        this.inFlight = 0;
+        piece.received += length;
+        onBytes(length);
+      },
+      (error: Error) => {
+        this.inFlight = 0;
+        throw new ActionError(`Writing the download to disk failed: ${error.message}. Check the free space and permissions of the destination.`);
+      },
+    );
+    this.current ^= 1;
+    this.filled = 0;
+  }
+}
+
+// The hash runs in a worker thread so that it uses a second core instead of slowing the
+// receiving loop. Plain CommonJS source: a worker evaluated from a string needs no bundling.
+const HASH_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const fs = require('node:fs');
+const { createHash } = require('node:crypto');
+const fd = fs.openSync(workerData.file, 'r');
+const hash = createHash('sha256');
+const buffer = Buffer.allocUnsafe(4 * 1024 * 1024);
+parentPort.on('message', (message) => {
+  if (message.end !== undefined) {
+    for (let pos = message.start; pos <= message.end; ) {
+      const read = fs.readSync(fd, buffer, 0, Math.min(buffer.length, message.end + 1 - pos), pos);
+      if (read === 0) throw new Error('short read at ' + pos);
+      hash.update(buffer.subarray(0, read));
+      pos += read;
+    }
+  } else {
+    fs.closeSync(fd);
+    parentPort.postMessage(hash.digest('hex'));
+  }
+});
+`;
+
+/**
+ * Hashes completed pieces in file order while later ones are still downloading. Freshly written
+ * pieces are still in the page cache, so this costs CPU on another core but hardly any disk reads.
+ */
+class InOrderHasher {
+  private readonly worker: Worker;
+  private next = 0;
+  private readonly failed: Promise<never>;
+
+  constructor(
+    file: string,
+    private readonly pieces: Piece[],
+  ) {
+    this.worker = new Worker(HASH_WORKER, { eval: true, workerData: { file } });
+    this.failed = new Promise<never>((_, reject) => {
+      this.worker.once('error', (error) => reject(new ActionError(`Computing the sha256 failed: ${error.message}`)));
+    });
+    this.failed.catch(() => undefined);
+  }
+
+  /** Hands every piece that is now complete, in order, to the worker. */
+  pieceDone(): void {
+    while (this.next < this.pieces.length && this.pieces[this.next].done) {
+      const { start, end } = this.pieces[this.next++];
+      this.worker.postMessage({ start, end });
+    }
+  }
+
+  async digest(): Promise<string> {
+    if (this.next !== this.pieces.length) throw new Error('hash incomplete');
+    const digest = new Promise<string>((resolve) => this.worker.once('message', resolve));
+    this.worker.postMessage({});
+    return Promise.race([digest, this.failed]);
+  }
+
+  async stop(): Promise<void> {
+    await this.worker.terminate();
+  }
+}
