@@ -2,56 +2,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DefaultArtifactClient, GHESNotSupportedError } from '@actions/artifact';
-import { ActionError, InputError, messageOf } from './errors.js';
-import { parseArtifactName } from './inputs.js';
+import { artifactUrl } from './artifact-service.js';
+import { ActionError, messageOf } from './errors.js';
 
 export interface UploadedArtifact {
   id: number;
   name: string;
   url: string;
   digest: string;
-}
-
-/** True for GitHub Enterprise Server, whose artifact service this client cannot talk to. */
-export function isGhes(serverUrl = process.env.GITHUB_SERVER_URL): boolean {
-  const host = new URL(serverUrl || 'https://github.com').hostname.toUpperCase();
-  return host !== 'GITHUB.COM' && !host.endsWith('.GHE.COM') && !host.endsWith('.LOCALHOST');
-}
-
-/**
- * Everything that can be known about an upload before downloading: the runner gives us a token,
- * the service exists here, and the artifact's name is one it accepts. Failing now saves a
- * multi-GB download that could not be uploaded anyway.
- */
-export function checkArtifactUpload(name: string, explicitName: boolean): void {
-  if (!process.env.ACTIONS_RUNTIME_TOKEN || !process.env.ACTIONS_RESULTS_URL) {
-    throw new ActionError(
-      'Uploading an artifact needs a GitHub Actions workflow run: ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL are not set. Set `upload-artifact: false` when running elsewhere.',
-    );
-  }
-  if (isGhes()) {
-    throw new ActionError(
-      `Artifact upload is not available on GitHub Enterprise Server (${process.env.GITHUB_SERVER_URL}): this artifact service only exists on github.com and GHE.com. Set \`upload-artifact: false\` and upload the file at the \`path\` output with actions/upload-artifact@v3 instead.`,
-    );
-  }
-  // `.` and `..` pass the service's character rules, but an un-zipped artifact is named after a
-  // file, and no file can have these names: the staging link would land outside its directory.
-  if (name === '.' || name === '..') {
-    throw new InputError('artifact-name', `${JSON.stringify(name)} cannot be the name of an un-zipped artifact, which is named like a file. Choose another name.`);
-  }
-  if (!explicitName) {
-    try {
-      parseArtifactName(name);
-    } catch {
-      throw new InputError('artifact-name', `the file name ${JSON.stringify(name)} cannot be an artifact name. Set \`artifact-name\` to a name without " : < > | * ? \\ /.`);
-    }
-  }
-}
-
-/** The service's URL for an artifact, as shown on the run's page. */
-export function artifactUrl(id: number, env: NodeJS.ProcessEnv = process.env): string {
-  const server = (env.GITHUB_SERVER_URL || 'https://github.com').replace(/\/+$/, '');
-  return `${server}/${env.GITHUB_REPOSITORY ?? ''}/actions/runs/${env.GITHUB_RUN_ID ?? ''}/artifacts/${id}`;
 }
 
 /**
@@ -116,7 +74,7 @@ function explainUploadError(error: unknown, name: string): unknown {
   }
   if (/\(409\)|conflict|already exists/i.test(message)) {
     return new ActionError(
-      `An artifact named ${name} already exists in this workflow run (HTTP 409 Conflict). Set \`artifact-name\` to a name that is unique in the run, for example one that includes the step or the matrix values.`,
+      `An artifact named ${name} already exists in this workflow run (HTTP 409 Conflict). Set \`artifact-name\` to a name that is unique in the run, for example one that includes the step or the matrix values. The downloaded file is kept at the \`path\` output.`,
     );
   }
   return new ActionError(`Uploading artifact ${name} failed: ${message}. The downloaded file is kept at the \`path\` output.`, { cause: error });

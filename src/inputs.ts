@@ -234,6 +234,10 @@ export function parseArtifactName(value: string): string | undefined {
   if (trimmed === '') {
     throw new InputError('artifact-name', 'is blank. Give a name, or leave the input out to use the downloaded file name.');
   }
+  // An un-zipped artifact is named like a file, and no file can be called `.` or `..`.
+  if (trimmed === '.' || trimmed === '..') {
+    throw new InputError('artifact-name', `${quote(trimmed)} cannot name an artifact, which is named like a file. Choose another name.`);
+  }
   if (ARTIFACT_NAME_FORBIDDEN.test(trimmed)) {
     throw new InputError(
       'artifact-name',

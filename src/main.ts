@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as core from '@actions/core';
-import { type UploadedArtifact, uploadArtifact } from './artifact.js';
+import type { UploadedArtifact } from './artifact.js';
+import { requireArtifactService } from './artifact-service.js';
 import { findCachedArchive, restoreFromCache, storeInCache } from './cache.js';
 import { prepareDirectory, requireFreeSpace, tempPathFor, trackTempFile } from './destination.js';
 import { type DownloadResult, type DownloadSettings, downloadArchive } from './download.js';
@@ -24,6 +25,7 @@ export async function run(): Promise<void> {
   try {
     const inputs = readInputs();
     secrets.push(inputs.apiKey);
+    if (inputs.uploadArtifact) requireArtifactService();
     const api = new TogetherApi(inputs.baseUrl, inputs.apiKey);
 
     if (inputs.wait) {
@@ -48,9 +50,7 @@ export async function run(): Promise<void> {
     const extracted = plan.extractDir ? await core.group('Extract', () => extractArchive(plan.target, plan.format, plan.extractDir as string)) : undefined;
 
     setOutputs(plan, verified, { 'cache-hit': cacheHit(inputs, plan), 'model-dir': extracted?.modelDir });
-    const artifact = plan.artifactName
-      ? await core.group('Artifact', () => uploadArtifact(plan.target, plan.artifactName as string, verified.sha256, inputs.retentionDays))
-      : undefined;
+    const artifact = plan.artifactName ? await core.group('Artifact', () => upload(plan.target, plan.artifactName as string, verified.sha256, inputs.retentionDays)) : undefined;
     if (artifact) setArtifactOutputs(artifact);
     const archiveRemoved = extracted !== undefined && !inputs.keepArchive && (await removeArchive(plan.target));
 
@@ -113,6 +113,12 @@ function setOutputs(plan: Plan, verified: Partial<Verified>, extra: Record<strin
     core.info(`${name}: ${value}`);
   }
   core.endGroup();
+}
+
+/** The artifact client is loaded only when needed: it is most of the action's memory. */
+async function upload(file: string, name: string, sha256: string, retentionDays?: number): Promise<UploadedArtifact> {
+  const { uploadArtifact } = await import('./artifact.js');
+  return uploadArtifact(file, name, sha256, retentionDays);
 }
 
 function setArtifactOutputs(artifact: UploadedArtifact): void {

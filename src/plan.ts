@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import type { ArchiveFormat } from './archive-format.js';
-import { checkArtifactUpload } from './artifact.js';
+import { requireUsableFileName } from './artifact-service.js';
 import type { CachedArchive } from './cache.js';
 import { type CheckpointPlan, planCheckpoint, requireCompleted, requireStep, trainingKind } from './checkpoint.js';
 import { resolveDestination } from './destination.js';
@@ -76,7 +76,7 @@ export async function planDownload(inputs: Inputs, job: Job, checkpoint: Checkpo
   if (inputs.extract) plan.extractDir = resolveExtractDir(inputs.extractPath, target, inputs.workspace);
   if (inputs.uploadArtifact) {
     plan.artifactName = inputs.artifactName ?? name;
-    checkArtifactUpload(plan.artifactName, inputs.artifactName !== undefined);
+    if (inputs.artifactName === undefined) requireUsableFileName(name);
   }
   logPlan(url, plan, inputs);
   return plan;
