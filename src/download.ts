@@ -57,11 +57,15 @@ export async function downloadWithToolCache(
   const progress = new ProgressReporter(probe.total);
   const sizeNow = () => fs.promises.stat(tempFile).then((s) => s.size, () => 0);
   const timer = setInterval(() => void sizeNow().then((bytes) => progress.update(bytes)), 1000);
+  // tool-cache logs the URL it fetches, so it gets the API's own URL and follows redirects itself,
+  // dropping the key when the host changes. It cannot follow a relative redirect: then it gets the
+  // resolved URL, whose query (a signed URL's credentials) is masked first.
+  const url = probe.relativeRedirect ? probe.url : probe.requestUrl;
+  const sendAuth = probe.relativeRedirect ? probe.sendAuth : true;
+  const query = new URL(url).search.slice(1);
+  if (probe.relativeRedirect && query) core.setSecret(query);
   try {
-    // Authorization goes only to the API's host; a signed storage URL must not receive the key.
-    await tc.downloadTool(probe.url, tempFile, probe.sendAuth ? `Bearer ${apiKey}` : undefined, {
-      accept: 'application/octet-stream',
-    });
+    await tc.downloadTool(url, tempFile, sendAuth ? `Bearer ${apiKey}` : undefined, { accept: 'application/octet-stream' });
   } catch (error) {
     throw explainDownloadError(error, probe, context);
   } finally {

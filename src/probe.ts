@@ -21,6 +21,10 @@ export interface ProbeResult {
   url: string;
   /** Whether `url` is on the API's host, i.e. may receive the `Authorization` header. */
   sendAuth: boolean;
+  /** The download endpoint's own URL, before any redirect. */
+  requestUrl: string;
+  /** Whether a redirect on the way had a relative `Location`. */
+  relativeRedirect: boolean;
 }
 
 /** The download endpoint's URL; every parameter goes through URLSearchParams. */
@@ -52,14 +56,17 @@ export async function getFollowingRedirects(
   url: string,
   auth: { apiKey: string; apiHost: string },
   headers: Record<string, string>,
-): Promise<{ response: IncomingMessage; url: string; sendAuth: boolean }> {
+  log: (line: string) => void = core.info,
+): Promise<{ response: IncomingMessage; url: string; sendAuth: boolean; relativeRedirect: boolean }> {
   let current = url;
+  let relativeRedirect = false;
   for (let hop = 0; ; hop++) {
     const sendAuth = new URL(current).hostname === auth.apiHost;
     const res = await client.get(current, sendAuth ? { ...headers, authorization: `Bearer ${auth.apiKey}` } : headers);
     const status = res.message.statusCode ?? 0;
     const location = res.message.headers.location;
-    if (!REDIRECT_STATUSES.has(status) || !location) return { response: res.message, url: current, sendAuth };
+    if (!REDIRECT_STATUSES.has(status) || !location) return { response: res.message, url: current, sendAuth, relativeRedirect };
+    relativeRedirect ||= !/^[a-z][a-z0-9+.-]*:/i.test(location);
     res.message.resume();
     if (hop >= MAX_REDIRECTS) throw new ActionError(`The download redirected more than ${MAX_REDIRECTS} times; last hop: ${displayUrl(current)}.`);
     const next = new URL(location, current);
@@ -69,7 +76,7 @@ export async function getFollowingRedirects(
     if (new URL(current).protocol === 'https:' && next.protocol === 'http:') {
       throw new ActionError(`The download redirected from https to plain http (${displayUrl(next.href)}); refusing to continue without TLS.`);
     }
-    core.info(`Redirected (HTTP ${status}) to ${displayUrl(next.href)}`);
+    log(`Redirected (HTTP ${status}) to ${displayUrl(next.href)}`);
     current = next.href;
   }
 }
@@ -143,7 +150,15 @@ export async function probeArchive(url: string, apiKey: string, context: Request
               `Together answered the download of job ${context.jobId} with something that is not a zstd or gzip archive (content-type ${response.headers['content-type'] ?? 'none'}, first bytes ${describeBytes(head)}). Try again later; if it persists, report it to Together with the job id.`,
             );
           }
-          return { total, rangesHonoured: status === 206, format, url: answer.url, sendAuth: answer.sendAuth };
+          return {
+            total,
+            rangesHonoured: status === 206,
+            format,
+            url: answer.url,
+            sendAuth: answer.sendAuth,
+            requestUrl: url,
+            relativeRedirect: answer.relativeRedirect,
+          };
         }
         if (status === 416) {
           response.resume();

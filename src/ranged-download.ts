@@ -11,14 +11,14 @@ import { ProgressReporter } from './progress.js';
 import { backoffMs, isRetryableStatus, retryAfterMs } from './retry.js';
 import { type RequestContext, explainHttpStatus } from './together.js';
 
-export const DEFAULT_CONNECTIONS = 8;
+export const DEFAULT_CONNECTIONS = 6;
 export const DEFAULT_STALL_TIMEOUT_SECONDS = 60;
 /** Consecutive failures of one piece, without progress in between, before the download gives up. */
 export const PIECE_ATTEMPTS = 6;
 
 const MIN_PIECE = 4 * 1024 * 1024;
-const WRITE_BATCH = 1024 * 1024;
-const MAX_PIECE = 64 * 1024 * 1024;
+const WRITE_BATCH = 512 * 1024;
+const MAX_PIECE = 1024 * 1024 * 1024;
 
 export interface RangedOptions {
   connections: number;
@@ -37,18 +37,18 @@ interface Piece {
   start: number;
   end: number; // inclusive
   received: number;
-  done: boolean;
 }
 
 /**
- * Splits `total` bytes into pieces small enough to spread over every connection and to keep the
- * in-order hash close behind the download, and large enough that requests stay few.
+ * Splits `total` bytes into pieces: two per connection, so that a fast connection can take over
+ * work when another is slow, and few enough that requests stay rare (each new response starts
+ * slowly). A piece resumes from where it stopped, so its size costs nothing on a failure.
  */
 export function planPieces(total: number, connections: number): Piece[] {
-  const size = Math.min(MAX_PIECE, Math.max(MIN_PIECE, Math.ceil(total / (connections * 4))));
+  const size = Math.min(MAX_PIECE, Math.max(MIN_PIECE, Math.ceil(total / (connections * 2))));
   const pieces: Piece[] = [];
   for (let start = 0; start < total; start += size) {
-    pieces.push({ start, end: Math.min(total, start + size) - 1, received: 0, done: false });
+    pieces.push({ start, end: Math.min(total, start + size) - 1, received: 0 });
   }
   return pieces;
 }
@@ -96,9 +96,8 @@ export async function downloadRanged(
       await fetchPiece(piece, writer, (bytes) => {
         received += bytes;
         progress.update(received);
+        hasher.advance();
       });
-      piece.done = true;
-      hasher.pieceDone();
     }
   };
 
@@ -162,7 +161,8 @@ async function fetchRange(
   const from = piece.start + piece.received;
   let response: IncomingMessage;
   try {
-    ({ response } = await getFollowingRedirects(client, probe.url, { apiKey, apiHost: options.apiHost }, { range: `bytes=${from}-${piece.end}` }));
+    // Every range starts at the API, so a signed storage URL it redirects to is always fresh.
+    ({ response } = await getFollowingRedirects(client, probe.requestUrl, { apiKey, apiHost: options.apiHost }, { range: `bytes=${from}-${piece.end}` }, core.debug));
   } catch (error) {
     if (error instanceof ActionError) throw error;
     throw new PieceError(`network error: ${(error as Error).message}`);
@@ -196,14 +196,7 @@ async function fetchRange(
   }, options.stallTimeoutMs);
   let broke: Error | undefined;
   try {
-    for await (const chunk of response) {
-      const buf = chunk as Buffer;
-      const room = piece.end + 1 - (piece.start + piece.received + writer.queued());
-      const data = buf.length > room ? buf.subarray(0, room) : buf;
-      timer.refresh();
-      await writer.push(data);
-      if (data.length < buf.length) break;
-    }
+    await receive(response, piece, writer, () => timer.refresh());
   } catch (error) {
     broke = error as Error;
   } finally {
@@ -225,16 +218,58 @@ async function fetchRange(
 }
 
 /**
+ * Reads a response body into the writer. The stream stays in flowing mode, so the socket is read
+ * while the disk writes (an async iterator would stop reading during every write); it pauses only
+ * when both of the writer's buffers are taken.
+ */
+function receive(response: IncomingMessage, piece: Piece, writer: PieceWriter, onData: () => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    // A chunk that found both buffers taken waits here, the response paused, until one is free.
+    let waiting: Promise<void> = Promise.resolve();
+    let settled = false;
+    const settle = (error?: Error) => {
+      if (settled) return;
+      settled = true;
+      if (error) reject(error);
+      else waiting.then(resolve, reject);
+    };
+    const feed = (data: Buffer): void => {
+      const rest = writer.push(data);
+      if (!rest) return;
+      response.pause();
+      waiting = writer.writable().then(() => {
+        feed(rest);
+        if (!writer.blocked()) response.resume();
+      });
+      waiting.catch((error: Error) => settle(error));
+    };
+    response.on('data', (chunk: Buffer) => {
+      onData();
+      const room = piece.end + 1 - (piece.start + piece.received + writer.queued());
+      feed(chunk.length > room ? chunk.subarray(0, room) : chunk);
+      if (chunk.length >= room) {
+        // Everything asked for is here; whatever else the server sends is not ours.
+        response.destroy();
+        settle();
+      }
+    });
+    response.once('end', () => settle());
+    response.once('error', (error) => settle(error));
+    response.once('close', () => settle(response.complete ? undefined : new Error('the connection closed early')));
+  });
+}
+
+/**
  * Writes a connection's data at its offset through two reusable buffers: one fills while the
- * other is written. Few system calls, receiving waits for the disk only when the disk falls
- * behind, and memory stays fixed however fast the data comes.
+ * other is written. Few system calls, and memory stays fixed however fast the data comes.
  */
 class PieceWriter {
   private readonly buffers = [Buffer.allocUnsafe(WRITE_BATCH), Buffer.allocUnsafe(WRITE_BATCH)];
   private current = 0;
   private filled = 0;
   private inFlight = 0;
-  private writing: Promise<void> = Promise.resolve();
+  private writing: Promise<void> | undefined;
+  private failure: Error | undefined;
   private piece!: Piece;
   private onBytes!: (n: number) => void;
 
@@ -251,37 +286,56 @@ class PieceWriter {
     return this.filled + this.inFlight;
   }
 
-  async push(data: Buffer): Promise<void> {
+  /** True while both buffers are taken. */
+  blocked(): boolean {
+    return this.filled === WRITE_BATCH && this.writing !== undefined;
+  }
+
+  /** Copies `data` in; returns what did not fit while both buffers are taken. */
+  push(data: Buffer): Buffer | undefined {
     for (let offset = 0; offset < data.length; ) {
+      if (this.filled === WRITE_BATCH) {
+        if (this.writing) return data.subarray(offset);
+        this.startWrite();
+      }
       const copied = data.copy(this.buffers[this.current], this.filled, offset);
       this.filled += copied;
       offset += copied;
-      if (this.filled === WRITE_BATCH) await this.flush();
     }
+    if (this.filled === WRITE_BATCH && !this.writing) this.startWrite();
+    return undefined;
+  }
+
+  /** Resolves once the buffer being written is free again. */
+  async writable(): Promise<void> {
+    await this.writing;
+    if (this.failure) throw this.failure;
   }
 
   async drain(): Promise<void> {
-    await this.flush();
-    await this.writing;
+    while (this.writing || this.filled > 0) {
+      await this.writable();
+      if (!this.writing && this.filled > 0) this.startWrite();
+    }
+    await this.writable();
   }
 
-  private async flush(): Promise<void> {
-    await this.writing;
-    if (this.filled === 0) return;
+  private startWrite(): void {
     const { piece, onBytes } = this;
     const length = this.filled;
     this.inFlight = length;
     this.writing = this.file.write(this.buffers[this.current], 0, length, piece.start + piece.received).then(
       () => {
-        this.inFlight = 0;
         piece.received += length;
         onBytes(length);
       },
       (error: Error) => {
-        this.inFlight = 0;
-        throw new ActionError(`Writing the download to disk failed: ${error.message}. Check the free space and permissions of the destination.`);
+        this.failure = new ActionError(`Writing the download to disk failed: ${error.message}. Check the free space and permissions of the destination.`);
       },
-    );
+    ).finally(() => {
+      this.writing = undefined;
+      this.inFlight = 0;
+    });
     this.current ^= 1;
     this.filled = 0;
   }
@@ -312,30 +366,39 @@ parentPort.on('message', (message) => {
 `;
 
 /**
- * Hashes completed pieces in file order while later ones are still downloading. Freshly written
- * pieces are still in the page cache, so this costs CPU on another core but hardly any disk reads.
+ * Hashes the file in order, as far as it is written, while the rest is still downloading. Freshly
+ * written data is still in the page cache, so this costs CPU on another core but hardly any disk
+ * reads, and the hash is ready moments after the last byte.
  */
 class InOrderHasher {
   private readonly worker: Worker;
   private next = 0;
+  private hashedTo = 0;
   private readonly failed: Promise<never>;
 
   constructor(
     file: string,
     private readonly pieces: Piece[],
   ) {
-    this.worker = new Worker(HASH_WORKER, { eval: true, workerData: { file } });
+    // The worker only hashes: a small heap keeps its share of the action's memory small.
+    this.worker = new Worker(HASH_WORKER, { eval: true, workerData: { file }, resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 2 } });
     this.failed = new Promise<never>((_, reject) => {
       this.worker.once('error', (error) => reject(new ActionError(`Computing the sha256 failed: ${error.message}`)));
     });
     this.failed.catch(() => undefined);
   }
 
-  /** Hands every piece that is now complete, in order, to the worker. */
-  pieceDone(): void {
-    while (this.next < this.pieces.length && this.pieces[this.next].done) {
-      const { start, end } = this.pieces[this.next++];
-      this.worker.postMessage({ start, end });
+  /** Hands the worker whatever lies written, in order, past what it already has. */
+  advance(): void {
+    while (this.next < this.pieces.length) {
+      const piece = this.pieces[this.next];
+      const written = piece.start + piece.received;
+      if (written > this.hashedTo) {
+        this.worker.postMessage({ start: this.hashedTo, end: written - 1 });
+        this.hashedTo = written;
+      }
+      if (written <= piece.end) return;
+      this.next++;
     }
   }
 

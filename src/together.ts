@@ -1,4 +1,5 @@
 import * as core from '@actions/core';
+import { HttpClient } from '@actions/http-client';
 import Together, { APIConnectionError, APIError } from 'together-ai';
 import { ActionError } from './errors.js';
 
@@ -42,9 +43,13 @@ export class TogetherApi {
     readonly baseUrl: string,
     apiKey: string,
   ) {
+    // fetch, which the SDK uses, ignores https_proxy and no_proxy; the runner's proxy settings
+    // reach it through the same dispatcher http-client would use for this URL.
+    const dispatcher = new HttpClient('together-download').getAgentDispatcher(baseUrl);
     this.client = new Together({
       apiKey,
       baseURL: baseUrl,
+      fetchOptions: dispatcher ? ({ dispatcher } as Together["fetchOptions"]) : undefined,
       maxRetries: API_ATTEMPTS - 1,
       timeout: 60_000,
       // The SDK would otherwise write its own warnings to the console, outside our log format.

@@ -41,6 +41,8 @@ export interface FakeJob {
 
 export interface Reply {
   status: number;
+  /** Destroy the socket instead of answering (a reset connection). */
+  reset?: boolean;
   /** Serve this reply only to a ranged (`range`) or a whole-body (`whole`) request, or when the predicate holds. */
   when?: 'range' | 'whole' | ((request: { range?: string }) => boolean);
   headers?: Record<string, string>;
@@ -70,6 +72,14 @@ export interface Faults {
   dropOnceAt?: number;
   /** /finetune/download answers 302 with Location = redirectTo + original path and query */
   redirectTo?: string;
+  /** status of that redirect (default 302) */
+  redirectStatus?: number;
+  /** appended to the redirect's query, e.g. `&X-Signature=secret` for a signed storage URL */
+  redirectQuery?: string;
+  /** a download request without `hop=1` gets a 307 to a *relative* Location (same path, `&hop=1` added) */
+  relativeRedirect?: boolean;
+  /** the total reported in Content-Range to the `bytes=0-1` probe (a lie about the size) */
+  probeTotal?: number;
 }
 
 export interface RecordedRequest {
@@ -84,6 +94,8 @@ export interface RecordedRequest {
   bodyBytes: number;
   /** which route matched, if any */
   endpoint?: Endpoint;
+  /** when the request arrived (Date.now()) */
+  at: number;
 }
 
 export interface FakeTogether {
@@ -423,7 +435,7 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
   }
 
   function sendReply(req: http.IncomingMessage, res: http.ServerResponse, rec: RecordedRequest, reply: Reply | 'reset'): void {
-    if (reply === 'reset') {
+    if (reply === 'reset' || reply.reset) {
       rec.status = 0;
       req.socket.destroy();
       return;
@@ -555,10 +567,16 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
   function handleDownload(req: http.IncomingMessage, res: http.ServerResponse, rec: RecordedRequest, url: URL): void {
     const f = faults;
     const query = rec.query;
+    if (f.relativeRedirect && query.hop !== '1') {
+      rec.status = 307;
+      res.writeHead(307, { location: `${url.pathname}${url.search}&hop=1`, 'content-length': '0', 'cf-ray': cfRay() });
+      res.end();
+      return;
+    }
     if (f.redirectTo !== undefined && !opts.requireNoAuth) {
-      rec.status = 302;
-      res.writeHead(302, {
-        location: f.redirectTo + url.pathname + url.search,
+      rec.status = f.redirectStatus ?? 302;
+      res.writeHead(rec.status, {
+        location: f.redirectTo + url.pathname + url.search + (f.redirectQuery ?? ''),
         'content-length': '0',
         'cf-ray': cfRay(),
       });
@@ -611,7 +629,8 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
     const status = range.kind === 'ok' ? 206 : 200;
     const headers: Record<string, string> = { ...common };
     if (f.contentType !== '') headers['content-type'] = f.contentType ?? 'application/octet-stream';
-    if (status === 206) headers['content-range'] = `bytes ${start}-${end}/${total}`;
+    const probe = start === 0 && end <= 1;
+    if (status === 206) headers['content-range'] = `bytes ${start}-${end}/${probe && f.probeTotal !== undefined ? f.probeTotal : total}`;
     let announced: number | undefined;
     if (!f.noContentLength) {
       announced = f.contentLength ? Math.max(0, Math.floor(f.contentLength(realLength))) : realLength;
@@ -644,6 +663,7 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
       range: typeof rangeHeader === 'string' ? rangeHeader : undefined,
       status: 0,
       bodyBytes: 0,
+      at: Date.now(),
     };
     requests.push(rec);
     // the request body is irrelevant; drain it

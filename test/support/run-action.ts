@@ -13,6 +13,8 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const DIST = path.join(ROOT, 'dist', 'index.js');
 /** Preload that removes tool-cache's 10-20 s sleeps between download attempts. */
 export const FAST_RETRY = path.join(ROOT, 'test', 'support', 'fast-retry.mjs');
+/** Preload that resolves host names under `.test` to 127.0.0.1. */
+export const TEST_HOSTS = path.join(ROOT, 'test', 'support', 'test-hosts.mjs');
 
 export interface ActionRun {
   code: number | null;
@@ -57,7 +59,7 @@ export const DEFAULT_INPUTS: Record<string, string> = {
   'keep-archive': 'true',
   cache: 'false',
   'dry-run': 'false',
-  connections: '8',
+  connections: '6',
   'stall-timeout': '60',
 };
 

@@ -165,7 +165,7 @@ test('parseInputs returns a typed, validated object', () => {
     keepArchive: true,
     cache: false,
     dryRun: false,
-    connections: 8,
+    connections: 6,
     stallTimeoutSeconds: 60,
   });
 });

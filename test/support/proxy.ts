@@ -1,0 +1,81 @@
+/**
+ * A forward proxy on 127.0.0.1 that counts what it carries: CONNECT tunnels (what undici's
+ * ProxyAgent and http-client's tunnel use) and absolute-form requests (plain HTTP proxying).
+ */
+import http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+
+export interface Proxy {
+  url: string;
+  /** `CONNECT host:port` or `GET http://...`, one entry per tunnel or request carried. */
+  carried: string[];
+  close(): Promise<void>;
+}
+
+/** Names under `.test` stand for this machine, as they do for the action (test-hosts.mjs). */
+function resolve(host: string): string {
+  const bare = host.replace(/^\[|\]$/g, '');
+  return bare.endsWith('.test') ? '127.0.0.1' : bare;
+}
+
+export async function startProxy(): Promise<Proxy> {
+  const carried: string[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = http.createServer((req, res) => {
+    carried.push(`${req.method} ${req.url}`);
+    let target: URL;
+    try {
+      target = new URL(req.url ?? '');
+    } catch {
+      res.writeHead(400).end('absolute-form URL required');
+      return;
+    }
+    const upstream = http.request(
+      { host: resolve(target.hostname), port: target.port, path: target.pathname + target.search, method: req.method, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  server.on('connect', (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
+    carried.push(`CONNECT ${req.url}`);
+    const match = /^\[?([^\]]+?)\]?:(\d+)$/.exec(req.url ?? '');
+    if (!match) {
+      client.end('HTTP/1.1 400 Bad Request\r\n\r\n');
+      return;
+    }
+    const upstream = net.connect({ host: resolve(match[1]), port: Number(match[2]) }, () => {
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (head.length) upstream.write(head);
+      upstream.pipe(client);
+      client.pipe(upstream);
+    });
+    for (const s of [upstream, client]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {
+        upstream.destroy();
+        client.destroy();
+      });
+    }
+  });
+  server.on('connection', (s: net.Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    carried,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
