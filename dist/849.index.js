@@ -8,12 +8,12 @@ export const modules = {
 /* harmony export */ __webpack_require__.d(__webpack_exports__, {
 /* harmony export */   uploadArtifact: () => (/* binding */ uploadArtifact)
 /* harmony export */ });
-/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(73024);
-/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_0___default = /*#__PURE__*/__webpack_require__.n(node_fs__WEBPACK_IMPORTED_MODULE_0__);
-/* harmony import */ var node_path__WEBPACK_IMPORTED_MODULE_1__ = __webpack_require__(76760);
-/* harmony import */ var node_path__WEBPACK_IMPORTED_MODULE_1___default = /*#__PURE__*/__webpack_require__.n(node_path__WEBPACK_IMPORTED_MODULE_1__);
-/* harmony import */ var node_crypto__WEBPACK_IMPORTED_MODULE_2__ = __webpack_require__(77598);
-/* harmony import */ var node_crypto__WEBPACK_IMPORTED_MODULE_2___default = /*#__PURE__*/__webpack_require__.n(node_crypto__WEBPACK_IMPORTED_MODULE_2__);
+/* harmony import */ var node_crypto__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(77598);
+/* harmony import */ var node_crypto__WEBPACK_IMPORTED_MODULE_0___default = /*#__PURE__*/__webpack_require__.n(node_crypto__WEBPACK_IMPORTED_MODULE_0__);
+/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_1__ = __webpack_require__(73024);
+/* harmony import */ var node_fs__WEBPACK_IMPORTED_MODULE_1___default = /*#__PURE__*/__webpack_require__.n(node_fs__WEBPACK_IMPORTED_MODULE_1__);
+/* harmony import */ var node_path__WEBPACK_IMPORTED_MODULE_2__ = __webpack_require__(76760);
+/* harmony import */ var node_path__WEBPACK_IMPORTED_MODULE_2___default = /*#__PURE__*/__webpack_require__.n(node_path__WEBPACK_IMPORTED_MODULE_2__);
 /* harmony import */ var _actions_artifact__WEBPACK_IMPORTED_MODULE_3__ = __webpack_require__(20584);
 /* harmony import */ var _artifact_service_js__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(52667);
 /* harmony import */ var _errors_js__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(83916);
@@ -29,26 +29,26 @@ export const modules = {
  * beside the file: no copy of a multi-GB archive.
  */
 async function uploadArtifact(file, name, sha256, retentionDays) {
-    const staging = node_path__WEBPACK_IMPORTED_MODULE_1__.join(node_path__WEBPACK_IMPORTED_MODULE_1__.dirname(file), `.together-download-artifact-${(0,node_crypto__WEBPACK_IMPORTED_MODULE_2__.randomBytes)(6).toString('hex')}`);
-    const staged = node_path__WEBPACK_IMPORTED_MODULE_1__.join(staging, name);
-    const needsStaging = node_path__WEBPACK_IMPORTED_MODULE_1__.basename(file) !== name;
+    const staging = node_path__WEBPACK_IMPORTED_MODULE_2__.join(node_path__WEBPACK_IMPORTED_MODULE_2__.dirname(file), `.together-download-artifact-${(0,node_crypto__WEBPACK_IMPORTED_MODULE_0__.randomBytes)(6).toString('hex')}`);
+    const staged = node_path__WEBPACK_IMPORTED_MODULE_2__.join(staging, name);
+    const needsStaging = node_path__WEBPACK_IMPORTED_MODULE_2__.basename(file) !== name;
     let moved = false;
     try {
         if (needsStaging) {
-            await node_fs__WEBPACK_IMPORTED_MODULE_0__.promises.mkdir(staging);
+            await node_fs__WEBPACK_IMPORTED_MODULE_1__.promises.mkdir(staging);
             try {
-                await node_fs__WEBPACK_IMPORTED_MODULE_0__.promises.link(file, staged);
+                await node_fs__WEBPACK_IMPORTED_MODULE_1__.promises.link(file, staged);
             }
             catch {
                 // Some file systems refuse hard links; a rename in the same directory tree is as cheap.
-                await node_fs__WEBPACK_IMPORTED_MODULE_0__.promises.rename(file, staged);
+                await node_fs__WEBPACK_IMPORTED_MODULE_1__.promises.rename(file, staged);
                 moved = true;
             }
         }
         const source = needsStaging ? staged : file;
         const client = new _actions_artifact__WEBPACK_IMPORTED_MODULE_3__/* .DefaultArtifactClient */ .t9();
         const result = await client
-            .uploadArtifact(name, [source], node_path__WEBPACK_IMPORTED_MODULE_1__.dirname(source), { skipArchive: true, retentionDays })
+            .uploadArtifact(name, [source], node_path__WEBPACK_IMPORTED_MODULE_2__.dirname(source), { skipArchive: true, retentionDays })
             .catch((error) => {
             throw explainUploadError(error, name);
         });
@@ -66,9 +66,9 @@ async function uploadArtifact(file, name, sha256, retentionDays) {
     }
     finally {
         if (moved)
-            await node_fs__WEBPACK_IMPORTED_MODULE_0__.promises.rename(staged, file);
+            await node_fs__WEBPACK_IMPORTED_MODULE_1__.promises.rename(staged, file);
         if (needsStaging)
-            await node_fs__WEBPACK_IMPORTED_MODULE_0__.promises.rm(staging, { recursive: true, force: true });
+            await node_fs__WEBPACK_IMPORTED_MODULE_1__.promises.rm(staging, { recursive: true, force: true });
     }
 }
 function explainUploadError(error, name) {
@@ -83,7 +83,9 @@ function explainUploadError(error, name) {
     if (/\(409\)|conflict|already exists/i.test(message)) {
         return new _errors_js__WEBPACK_IMPORTED_MODULE_5__/* .ActionError */ .lZ(`An artifact named ${name} already exists in this workflow run (HTTP 409 Conflict). Set \`artifact-name\` to a name that is unique in the run, for example one that includes the step or the matrix values. The downloaded file is kept at the \`path\` output.`);
     }
-    return new _errors_js__WEBPACK_IMPORTED_MODULE_5__/* .ActionError */ .lZ(`Uploading artifact ${name} failed: ${message}. The downloaded file is kept at the \`path\` output.`, { cause: error });
+    return new _errors_js__WEBPACK_IMPORTED_MODULE_5__/* .ActionError */ .lZ(`Uploading artifact ${name} failed: ${message}. The downloaded file is kept at the \`path\` output.`, {
+        cause: error,
+    });
 }
 
 

@@ -29,7 +29,10 @@ export function requireUsableFileName(name: string): void {
   try {
     parseArtifactName(name);
   } catch {
-    throw new InputError('artifact-name', `the file name ${JSON.stringify(name)} cannot be an artifact name. Set \`artifact-name\` to a name without " : < > | * ? \\ /.`);
+    throw new InputError(
+      'artifact-name',
+      `the file name ${JSON.stringify(name)} cannot be an artifact name. Set \`artifact-name\` to a name without " : < > | * ? \\ /.`,
+    );
   }
 }
 

@@ -1,6 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { DefaultArtifactClient, GHESNotSupportedError } from '@actions/artifact';
 import { artifactUrl } from './artifact-service.js';
 import { ActionError, messageOf } from './errors.js';
@@ -77,5 +77,7 @@ function explainUploadError(error: unknown, name: string): unknown {
       `An artifact named ${name} already exists in this workflow run (HTTP 409 Conflict). Set \`artifact-name\` to a name that is unique in the run, for example one that includes the step or the matrix values. The downloaded file is kept at the \`path\` output.`,
     );
   }
-  return new ActionError(`Uploading artifact ${name} failed: ${message}. The downloaded file is kept at the \`path\` output.`, { cause: error });
+  return new ActionError(`Uploading artifact ${name} failed: ${message}. The downloaded file is kept at the \`path\` output.`, {
+    cause: error,
+  });
 }

@@ -64,11 +64,13 @@ const TYPES: readonly FetchedType[] = ['merged', 'adapter', 'model'];
  * have a forbidden leading zero), and the three are separated by dots.
  */
 export function cacheVersion(key: CacheKey): string {
-  if (!JOB_ID.test(key.jobId)) throw new Error(`cannot cache job id ${JSON.stringify(key.jobId)}: only ft- followed by letters, digits and - is supported`);
+  if (!JOB_ID.test(key.jobId))
+    throw new Error(`cannot cache job id ${JSON.stringify(key.jobId)}: only ft- followed by letters, digits and - is supported`);
   if (key.step !== undefined && !(Number.isSafeInteger(key.step) && key.step > 0)) throw new Error(`cannot cache step ${key.step}`);
   if (!TYPES.includes(key.checkpointType)) throw new Error(`cannot cache checkpoint type ${JSON.stringify(key.checkpointType)}`);
   const version = `0.0.0-${key.jobId}.${key.step === undefined ? 'final' : `step-${key.step}`}.${key.checkpointType}`;
-  if (version.length > MAX_VERSION_LENGTH) throw new Error(`the job id is too long to be a tool-cache version (${version.length} > ${MAX_VERSION_LENGTH} characters)`);
+  if (version.length > MAX_VERSION_LENGTH)
+    throw new Error(`the job id is too long to be a tool-cache version (${version.length} > ${MAX_VERSION_LENGTH} characters)`);
   return version;
 }
 
@@ -78,7 +80,9 @@ export function parseCacheVersion(version: string): CacheKey | undefined {
   if (!match) return undefined;
   const step = match[2] === undefined ? undefined : Number(match[2]);
   if (step !== undefined && !Number.isSafeInteger(step)) return undefined;
-  return step === undefined ? { jobId: match[1], checkpointType: match[3] as FetchedType } : { jobId: match[1], step, checkpointType: match[3] as FetchedType };
+  return step === undefined
+    ? { jobId: match[1], checkpointType: match[3] as FetchedType }
+    : { jobId: match[1], step, checkpointType: match[3] as FetchedType };
 }
 
 function describeKey(key: CacheKey): string {
@@ -89,7 +93,9 @@ function describeKey(key: CacheKey): string {
 function cacheRoot({ warn = true } = {}): string | undefined {
   const root = process.env.RUNNER_TOOL_CACHE;
   if (!root && warn) {
-    core.warning('`cache: true` needs the runner tool cache, but RUNNER_TOOL_CACHE is not set (this is not a GitHub Actions runner). Downloading without the cache.');
+    core.warning(
+      '`cache: true` needs the runner tool cache, but RUNNER_TOOL_CACHE is not set (this is not a GitHub Actions runner). Downloading without the cache.',
+    );
   }
   return root || undefined;
 }
@@ -159,7 +165,9 @@ export async function findCachedArchive(key: CacheKey, { verify = true } = {}): 
     const started = Date.now();
     const actual = await sha256Of(archive);
     if (actual.sha256 !== meta.sha256) return reject(`its archive's sha256 is ${actual.sha256}, not the ${meta.sha256} stored with it`);
-    core.info(`Cache hit: ${describeKey(key)}, ${formatBytes(meta.size)}, sha256 ${meta.sha256} checked in ${formatDuration((Date.now() - started) / 1000)}`);
+    core.info(
+      `Cache hit: ${describeKey(key)}, ${formatBytes(meta.size)}, sha256 ${meta.sha256} checked in ${formatDuration((Date.now() - started) / 1000)}`,
+    );
   } else {
     core.info(`Cache hit: ${describeKey(key)}, ${formatBytes(meta.size)}, sha256 ${meta.sha256} (not re-checked in a dry run)`);
   }
@@ -188,7 +196,10 @@ async function linkOrCopy(source: string, dest: string, size: number): Promise<'
  * Puts the cached archive at `target` (through a temp file beside it, as a download would), and
  * returns what a download would: how long it took, and the archive's size and sha256.
  */
-export async function restoreFromCache(cached: CachedArchive, target: string): Promise<{ download: { elapsedMs: number }; verified: { size: number; sha256: string } }> {
+export async function restoreFromCache(
+  cached: CachedArchive,
+  target: string,
+): Promise<{ download: { elapsedMs: number }; verified: { size: number; sha256: string } }> {
   const started = Date.now();
   const directory = await prepareDirectory(path.dirname(target));
   const temp = tempPathFor(target);
@@ -210,7 +221,11 @@ export async function restoreFromCache(cached: CachedArchive, target: string): P
  * Stores a verified download in the tool cache. Failing to store is a warning, never a failure:
  * the download itself is good.
  */
-export async function storeInCache(key: CacheKey, archive: string, facts: { format: ArchiveFormat; size: number; sha256: string }): Promise<void> {
+export async function storeInCache(
+  key: CacheKey,
+  archive: string,
+  facts: { format: ArchiveFormat; size: number; sha256: string },
+): Promise<void> {
   const root = cacheRoot({ warn: false });
   if (!root) return;
   let removeStaging: (() => Promise<void>) | undefined;
@@ -245,7 +260,9 @@ export async function storeInCache(key: CacheKey, archive: string, facts: { form
     await fs.promises.writeFile(`${dir}.complete`, '');
     core.info(`Stored in the tool cache (${how}): ${dir}`);
   } catch (error) {
-    core.warning(`Could not store the archive in the tool cache: ${(error as Error).message}. The download itself is fine; the next run downloads it again.`);
+    core.warning(
+      `Could not store the archive in the tool cache: ${(error as Error).message}. The download itself is fine; the next run downloads it again.`,
+    );
   } finally {
     await removeStaging?.();
   }

@@ -43,7 +43,10 @@ export async function prepareDirectory(dir: string): Promise<{ removeIfCreated: 
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way' : (error as Error).message;
-    throw new InputError('path', `cannot create the directory ${dir}: ${why}. Give a directory, or a file path whose parent can be created.`);
+    throw new InputError(
+      'path',
+      `cannot create the directory ${dir}: ${why}. Give a directory, or a file path whose parent can be created.`,
+    );
   }
   return {
     removeIfCreated: async () => {

@@ -6,7 +6,7 @@ import { displayUrl } from './format.js';
 import type { ProbeResult } from './probe.js';
 import { ProgressReporter } from './progress.js';
 import { downloadRanged } from './ranged-download.js';
-import { type RequestContext, explainHttpStatus } from './together.js';
+import { explainHttpStatus, type RequestContext } from './together.js';
 
 /** tool-cache makes this many attempts itself. */
 export const TOOL_CACHE_ATTEMPTS = 3;
@@ -30,7 +30,12 @@ export interface DownloadSettings {
  * Parallel, resumable ranges when the server honours them and the size is known; otherwise one
  * stream through tool-cache, which is what such a server can give.
  */
-export async function downloadArchive(probe: ProbeResult, settings: DownloadSettings, tempFile: string, context: RequestContext): Promise<DownloadResult> {
+export async function downloadArchive(
+  probe: ProbeResult,
+  settings: DownloadSettings,
+  tempFile: string,
+  context: RequestContext,
+): Promise<DownloadResult> {
   if (probe.rangesHonoured && probe.total !== undefined && probe.total > 0) {
     const result = await downloadRanged({ ...probe, total: probe.total }, settings.apiKey, tempFile, settings, context);
     core.info(`sha256 computed during the download; it finished ${(result.hashTailMs / 1000).toFixed(2)} s after the last byte`);
@@ -55,7 +60,11 @@ export async function downloadWithToolCache(
   context: RequestContext,
 ): Promise<DownloadResult> {
   const progress = new ProgressReporter(probe.total);
-  const sizeNow = () => fs.promises.stat(tempFile).then((s) => s.size, () => 0);
+  const sizeNow = () =>
+    fs.promises.stat(tempFile).then(
+      (s) => s.size,
+      () => 0,
+    );
   const timer = setInterval(() => void sizeNow().then((bytes) => progress.update(bytes)), 1000);
   // tool-cache logs the URL it fetches, so it gets the API's own URL and follows redirects itself,
   // dropping the key when the host changes. It cannot follow a relative redirect: then it gets the

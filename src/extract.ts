@@ -14,7 +14,7 @@ import type { ArchiveFormat } from './archive-format.js';
 import { prepareDirectory, trackTempFile } from './destination.js';
 import { ActionError, InputError } from './errors.js';
 import { formatBytes, formatDuration } from './format.js';
-import { TarFormatError, type TarEntry, readTarEntries } from './tar.js';
+import { readTarEntries, type TarEntry, TarFormatError } from './tar.js';
 
 /** How many of the largest files the job summary lists. */
 export const LARGEST_FILES = 20;
@@ -46,7 +46,10 @@ export interface Extracted {
 
 /** An archive entry that could write outside the folder, or something no model archive holds. */
 export class UnsafeArchiveError extends ActionError {
-  constructor(readonly entry: string, reason: string) {
+  constructor(
+    readonly entry: string,
+    reason: string,
+  ) {
     super(`entry ${shown(entry)} ${reason}`);
     this.name = 'UnsafeArchiveError';
   }
@@ -298,8 +301,10 @@ async function withTarStream<T>(file: string, format: ArchiveFormat, consume: (t
     return { exit: await exited, stopped: !drained };
   };
   const failure = ({ exit, stopped }: { exit: ExitStatus; stopped: boolean }): Error | undefined => {
-    if (exit.error) return exit.error.code === 'ENOENT' ? new ActionError(ZSTD_MISSING) : new ActionError(`Could not run zstd: ${exit.error.message}`);
-    if (!stopped && exit.code !== 0) return new TarFormatError(`zstd could not decompress it (${stderr.trim().replace(/\s+/g, ' ') || `exit code ${exit.code}`})`);
+    if (exit.error)
+      return exit.error.code === 'ENOENT' ? new ActionError(ZSTD_MISSING) : new ActionError(`Could not run zstd: ${exit.error.message}`);
+    if (!stopped && exit.code !== 0)
+      return new TarFormatError(`zstd could not decompress it (${stderr.trim().replace(/\s+/g, ' ') || `exit code ${exit.code}`})`);
     return undefined;
   };
 
@@ -406,7 +411,8 @@ export async function extractArchive(archive: string, format: ArchiveFormat, dir
         `The archive is not safe to unpack: ${error.message}. ${nothing} Report this to Together with the job id; do not unpack it by hand.`,
       );
     }
-    if (error instanceof TarFormatError) throw new ActionError(`The archive could not be read as a tar archive: ${error.message}. ${nothing}`);
+    if (error instanceof TarFormatError)
+      throw new ActionError(`The archive could not be read as a tar archive: ${error.message}. ${nothing}`);
     throw error;
   }
   core.info(
@@ -437,7 +443,9 @@ export async function extractArchive(archive: string, format: ArchiveFormat, dir
       }
     } catch (error) {
       if (error instanceof ActionError) throw error;
-      throw new ActionError(`tar could not extract the archive (${(error as Error).message}). Nothing was extracted; the archive is still at ${archive}.`);
+      throw new ActionError(
+        `tar could not extract the archive (${(error as Error).message}). Nothing was extracted; the archive is still at ${archive}.`,
+      );
     }
     await moveIntoPlace(staging, dir);
     placed = true;

@@ -63,7 +63,8 @@ export interface RawInputs {
 
 // Letters, digits and `-` only: the id is placed in a URL path and query, so nothing else may pass.
 const JOB_ID = /^(ft-[A-Za-z0-9-]+)(?::([0-9]+))?$/;
-const JOB_ID_FORM = '`ft-<id>` or `ft-<id>:<step>`, e.g. ft-fe94af08-1c61-41d2-8494-6d7ff5386262 or ft-fe94af08-1c61-41d2-8494-6d7ff5386262:120';
+const JOB_ID_FORM =
+  '`ft-<id>` or `ft-<id>:<step>`, e.g. ft-fe94af08-1c61-41d2-8494-6d7ff5386262 or ft-fe94af08-1c61-41d2-8494-6d7ff5386262:120';
 
 /** Reads the action's inputs, masking the API key before anything else can print it. */
 export function readInputs(env: NodeJS.ProcessEnv = process.env): Inputs {
@@ -151,13 +152,21 @@ export function parseWaitTimeoutMinutes(value: string): number {
 }
 
 /** `extract`, `extract-path` and `keep-archive`, which only make sense together. */
-export function parseExtraction(raw: Pick<RawInputs, 'extract' | 'extract-path' | 'keep-archive'>): Pick<Inputs, 'extract' | 'extractPath' | 'keepArchive'> {
+export function parseExtraction(
+  raw: Pick<RawInputs, 'extract' | 'extract-path' | 'keep-archive'>,
+): Pick<Inputs, 'extract' | 'extractPath' | 'keepArchive'> {
   const extractPath = raw['extract-path'].trim();
   if (!raw.extract && extractPath !== '') {
-    throw new InputError('extract-path', 'is set but `extract` is not `true`. Set `extract: true` to unpack the archive there, or remove `extract-path`.');
+    throw new InputError(
+      'extract-path',
+      'is set but `extract` is not `true`. Set `extract: true` to unpack the archive there, or remove `extract-path`.',
+    );
   }
   if (!raw.extract && !raw['keep-archive']) {
-    throw new InputError('keep-archive', '`false` removes the archive once it is unpacked, so it needs `extract: true`; without it nothing would be left. Set `extract: true`, or remove `keep-archive`.');
+    throw new InputError(
+      'keep-archive',
+      '`false` removes the archive once it is unpacked, so it needs `extract: true`; without it nothing would be left. Set `extract: true`, or remove `keep-archive`.',
+    );
   }
   return { extract: raw.extract, extractPath, keepArchive: raw['keep-archive'] };
 }
@@ -183,7 +192,10 @@ export function parseStep(value: string): number | undefined {
   if (trimmed === '') return undefined;
   const step = /^[0-9]+$/.test(trimmed) ? toPositiveInteger(trimmed) : undefined;
   if (step === undefined) {
-    throw new InputError('step', `${quote(trimmed)} is not a positive integer. Give a checkpoint step such as 120, or leave it empty for the final model.`);
+    throw new InputError(
+      'step',
+      `${quote(trimmed)} is not a positive integer. Give a checkpoint step such as 120, or leave it empty for the final model.`,
+    );
   }
   return step;
 }
@@ -198,12 +210,17 @@ export function parseApiKey(value: string): string {
   if (value === '') {
     throw new InputError(
       'api-key',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a workflow expression to copy, not a template
       'no Together API key was given. Set `api-key: ${{ secrets.TOGETHER_API_KEY }}` or the TOGETHER_API_KEY environment variable.',
     );
   }
   // Never echo the key: only say what is wrong with it.
-  if (/[\s\u0000-\u001f\u007f]/.test(value) || /[^\u0020-\u007e]/.test(value)) {
-    throw new InputError('api-key', 'contains whitespace, control or non-ASCII characters that cannot be sent in an HTTP header. Check the secret for a stray newline or quote.');
+  // Printable ASCII without spaces is all a header value can carry safely.
+  if (/[^\x21-\x7e]/.test(value)) {
+    throw new InputError(
+      'api-key',
+      'contains whitespace, control or non-ASCII characters that cannot be sent in an HTTP header. Check the secret for a stray newline or quote.',
+    );
   }
   return value;
 }
@@ -252,7 +269,10 @@ export function parseRetentionDays(value: string): number | undefined {
   if (trimmed === '') return undefined;
   const days = /^[0-9]+$/.test(trimmed) ? Number(trimmed) : NaN;
   if (!Number.isInteger(days) || days < 1 || days > 90) {
-    throw new InputError('retention-days', `${quote(trimmed)} is not valid. Use a whole number of days from 1 to 90, or leave it empty for the repository default.`);
+    throw new InputError(
+      'retention-days',
+      `${quote(trimmed)} is not valid. Use a whole number of days from 1 to 90, or leave it empty for the repository default.`,
+    );
   }
   return days;
 }
@@ -263,7 +283,10 @@ export function parseIntegerInRange(input: string, value: string, fallback: numb
   if (trimmed === '') return fallback;
   const n = /^[0-9]+$/.test(trimmed) ? Number(trimmed) : NaN;
   if (!Number.isInteger(n) || n < min || n > max) {
-    throw new InputError(input, `${quote(trimmed)} is not valid. Use a whole number of ${unit} from ${min} to ${max} (default ${fallback}).`);
+    throw new InputError(
+      input,
+      `${quote(trimmed)} is not valid. Use a whole number of ${unit} from ${min} to ${max} (default ${fallback}).`,
+    );
   }
   return n;
 }

@@ -10,7 +10,7 @@ import { messageOf, redact } from './errors.js';
 import { type Extracted, extractArchive, largestFiles } from './extract.js';
 import { formatBytes } from './format.js';
 import { type Inputs, readInputs } from './inputs.js';
-import { type DownloadPlan, type Plan, lookUpJob, planDownload } from './plan.js';
+import { type DownloadPlan, lookUpJob, type Plan, planDownload } from './plan.js';
 import { type SummaryFacts, writeSummary } from './summary.js';
 import { TogetherApi } from './together.js';
 import { type Verified, verifyArchive } from './verify.js';
@@ -29,7 +29,9 @@ export async function run(): Promise<void> {
     const api = new TogetherApi(inputs.baseUrl, inputs.apiKey);
 
     if (inputs.wait) {
-      await core.group('Wait', () => waitForJob(api, { jobId: inputs.jobId, step: inputs.step, timeoutMs: inputs.waitTimeoutMinutes * 60_000 }));
+      await core.group('Wait', () =>
+        waitForJob(api, { jobId: inputs.jobId, step: inputs.step, timeoutMs: inputs.waitTimeoutMinutes * 60_000 }),
+      );
     }
     const { job, checkpoint } = await core.group('Job', () => lookUpJob(api, inputs));
     const cacheKey = { jobId: inputs.jobId, step: inputs.step, checkpointType: checkpoint.fetched };
@@ -37,20 +39,27 @@ export async function run(): Promise<void> {
     const plan = await core.group('Plan', () => planDownload(inputs, job, checkpoint, cached));
     if (inputs.dryRun) return await reportDryRun(plan, inputs);
 
-    const { download, verified } = plan.source === 'cache' ? await core.group('Restore', () => restoreFromCache(plan.cached, plan.target)) : await fetchArchive(plan, {
-      apiKey: inputs.apiKey,
-      apiHost: new URL(inputs.baseUrl).hostname,
-      connections: inputs.connections,
-      stallTimeoutMs: inputs.stallTimeoutSeconds * 1000,
-    });
+    const { download, verified } =
+      plan.source === 'cache'
+        ? await core.group('Restore', () => restoreFromCache(plan.cached, plan.target))
+        : await fetchArchive(plan, {
+            apiKey: inputs.apiKey,
+            apiHost: new URL(inputs.baseUrl).hostname,
+            connections: inputs.connections,
+            stallTimeoutMs: inputs.stallTimeoutSeconds * 1000,
+          });
 
     if (inputs.cache && plan.source === 'download') {
       await core.group('Cache', () => storeInCache(cacheKey, plan.target, { format: plan.format, ...verified }));
     }
-    const extracted = plan.extractDir ? await core.group('Extract', () => extractArchive(plan.target, plan.format, plan.extractDir as string)) : undefined;
+    const extracted = plan.extractDir
+      ? await core.group('Extract', () => extractArchive(plan.target, plan.format, plan.extractDir as string))
+      : undefined;
 
     setOutputs(plan, verified, { 'cache-hit': cacheHit(inputs, plan), 'model-dir': extracted?.modelDir });
-    const artifact = plan.artifactName ? await core.group('Artifact', () => upload(plan.target, plan.artifactName as string, verified.sha256, inputs.retentionDays)) : undefined;
+    const artifact = plan.artifactName
+      ? await core.group('Artifact', () => upload(plan.target, plan.artifactName as string, verified.sha256, inputs.retentionDays))
+      : undefined;
     if (artifact) setArtifactOutputs(artifact);
     const archiveRemoved = extracted !== undefined && !inputs.keepArchive && (await removeArchive(plan.target));
 
@@ -153,7 +162,13 @@ function planFacts(plan: Plan, inputs: Inputs): Pick<SummaryFacts, 'jobId' | 'mo
 
 function extractionFacts(extracted: Extracted): NonNullable<SummaryFacts['extracted']> {
   const { listing } = extracted;
-  return { dir: extracted.dir, modelDir: extracted.modelDir, files: listing.files.length, bytes: listing.totalBytes, largest: largestFiles(listing.files) };
+  return {
+    dir: extracted.dir,
+    modelDir: extracted.modelDir,
+    files: listing.files.length,
+    bytes: listing.totalBytes,
+    largest: largestFiles(listing.files),
+  };
 }
 
 /** `keep-archive: false`: the archive goes once it is unpacked (and uploaded, when asked). */

@@ -9,7 +9,7 @@ import { resolveExtractDir } from './extract.js';
 import { formatBytes } from './format.js';
 import type { Inputs } from './inputs.js';
 import { defaultFileName } from './naming.js';
-import { type ProbeResult, downloadUrl, probeArchive } from './probe.js';
+import { downloadUrl, type ProbeResult, probeArchive } from './probe.js';
 import type { Job, TogetherApi } from './together.js';
 
 interface PlanBase {
@@ -66,11 +66,22 @@ export async function planDownload(inputs: Inputs, job: Job, checkpoint: Checkpo
   const context = { what: 'probing the download', jobId: inputs.jobId, step: inputs.step };
   const origin = cached
     ? { source: 'cache' as const, cached, format: cached.meta.format, size: cached.meta.size }
-    : await probeArchive(url, inputs.apiKey, context).then((probe) => ({ source: 'download' as const, probe, format: probe.format, size: probe.total }));
+    : await probeArchive(url, inputs.apiKey, context).then((probe) => ({
+        source: 'download' as const,
+        probe,
+        format: probe.format,
+        size: probe.total,
+      }));
   const destination = resolveDestination(inputs.path, inputs.workspace);
   const name =
     destination.name ??
-    defaultFileName({ modelOutputName: job.modelOutputName, jobId: inputs.jobId, step: inputs.step, fetched: checkpoint.fetched, format: origin.format });
+    defaultFileName({
+      modelOutputName: job.modelOutputName,
+      jobId: inputs.jobId,
+      step: inputs.step,
+      fetched: checkpoint.fetched,
+      format: origin.format,
+    });
   const target = path.join(destination.dir, name);
   const plan: Plan = { job, step: inputs.step, checkpoint, target, ...origin };
   if (inputs.extract) plan.extractDir = resolveExtractDir(inputs.extractPath, target, inputs.workspace);
@@ -89,7 +100,8 @@ function logPlan(url: string, plan: Plan, inputs: Pick<Inputs, 'cache' | 'keepAr
   core.info(`Format: ${plan.format === 'zstd' ? 'zstd-compressed tar' : 'gzip-compressed tar'}`);
   if (plan.source === 'download') core.info(`Range requests: ${plan.probe.rangesHonoured ? 'honoured' : 'not honoured'}`);
   core.info(`Destination: ${plan.target}`);
-  if (plan.source === 'download' && inputs.cache && process.env.RUNNER_TOOL_CACHE) core.info('Tool cache: not there yet; the archive is stored in it after the download');
+  if (plan.source === 'download' && inputs.cache && process.env.RUNNER_TOOL_CACHE)
+    core.info('Tool cache: not there yet; the archive is stored in it after the download');
   if (plan.extractDir) core.info(`Extract into: ${plan.extractDir}${inputs.keepArchive ? '' : ', then remove the archive'}`);
   if (plan.artifactName) core.info(`Artifact: ${plan.artifactName}`);
 }

@@ -4,8 +4,8 @@ import { HttpClient } from '@actions/http-client';
 import { type ArchiveFormat, describeBytes, sniffFormat } from './archive-format.js';
 import { ActionError } from './errors.js';
 import { displayUrl } from './format.js';
-import { RetriesExhaustedError, RetryableError, isRetryableStatus, retryAfterMs, withRetries } from './retry.js';
-import { type RequestContext, explainHttpStatus, serverMessage } from './together.js';
+import { isRetryableStatus, RetriesExhaustedError, RetryableError, retryAfterMs, withRetries } from './retry.js';
+import { explainHttpStatus, type RequestContext, serverMessage } from './together.js';
 
 export const PROBE_ATTEMPTS = 5;
 const MAX_REDIRECTS = 10;
@@ -68,13 +68,16 @@ export async function getFollowingRedirects(
     if (!REDIRECT_STATUSES.has(status) || !location) return { response: res.message, url: current, sendAuth, relativeRedirect };
     relativeRedirect ||= !/^[a-z][a-z0-9+.-]*:/i.test(location);
     res.message.resume();
-    if (hop >= MAX_REDIRECTS) throw new ActionError(`The download redirected more than ${MAX_REDIRECTS} times; last hop: ${displayUrl(current)}.`);
+    if (hop >= MAX_REDIRECTS)
+      throw new ActionError(`The download redirected more than ${MAX_REDIRECTS} times; last hop: ${displayUrl(current)}.`);
     const next = new URL(location, current);
     if (next.protocol !== 'https:' && next.protocol !== 'http:') {
       throw new ActionError(`The download redirected to an unsupported URL scheme (${next.protocol}).`);
     }
     if (new URL(current).protocol === 'https:' && next.protocol === 'http:') {
-      throw new ActionError(`The download redirected from https to plain http (${displayUrl(next.href)}); refusing to continue without TLS.`);
+      throw new ActionError(
+        `The download redirected from https to plain http (${displayUrl(next.href)}); refusing to continue without TLS.`,
+      );
     }
     log(`Redirected (HTTP ${status}) to ${displayUrl(next.href)}`);
     current = next.href;
@@ -132,7 +135,12 @@ export async function probeArchive(url: string, apiKey: string, context: Request
       async () => {
         let answer: Awaited<ReturnType<typeof getFollowingRedirects>>;
         try {
-          answer = await getFollowingRedirects(client, url, { apiKey, apiHost: new URL(url).hostname }, { range: 'bytes=0-1', accept: 'application/octet-stream' });
+          answer = await getFollowingRedirects(
+            client,
+            url,
+            { apiKey, apiHost: new URL(url).hostname },
+            { range: 'bytes=0-1', accept: 'application/octet-stream' },
+          );
         } catch (error) {
           if (error instanceof ActionError) throw error;
           throw new RetryableError(`network error: ${(error as Error).message}`);
@@ -162,7 +170,9 @@ export async function probeArchive(url: string, apiKey: string, context: Request
         }
         if (status === 416) {
           response.resume();
-          throw new ActionError(`Together served an empty archive for job ${context.jobId} (HTTP 416 for its first bytes). Check that the job finished correctly.`);
+          throw new ActionError(
+            `Together served an empty archive for job ${context.jobId} (HTTP 416 for its first bytes). Check that the job finished correctly.`,
+          );
         }
         const body = await readHead(response, 64 * 1024).catch(() => Buffer.alloc(0));
         if (isRetryableStatus(status)) {
@@ -175,7 +185,9 @@ export async function probeArchive(url: string, apiKey: string, context: Request
   } catch (error) {
     if (error instanceof RetriesExhaustedError) {
       if (error.last.status !== undefined) throw explainHttpStatus(error.last.status, undefined, context, error.attempts);
-      throw new ActionError(`Could not reach the download at ${displayUrl(url)} after ${error.attempts} attempts (${error.last.message}). Check the network or a proxy, then run the job again.`);
+      throw new ActionError(
+        `Could not reach the download at ${displayUrl(url)} after ${error.attempts} attempts (${error.last.message}). Check the network or a proxy, then run the job again.`,
+      );
     }
     throw error;
   } finally {

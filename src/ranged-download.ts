@@ -6,10 +6,10 @@ import type { HttpClient } from '@actions/http-client';
 import type { DownloadResult } from './download.js';
 import { ActionError } from './errors.js';
 import { displayUrl, formatBytes } from './format.js';
-import { type ProbeResult, getFollowingRedirects, newHttpClient, totalFromContentRange } from './probe.js';
+import { getFollowingRedirects, newHttpClient, type ProbeResult, totalFromContentRange } from './probe.js';
 import { ProgressReporter } from './progress.js';
 import { backoffMs, isRetryableStatus, retryAfterMs } from './retry.js';
-import { type RequestContext, explainHttpStatus } from './together.js';
+import { explainHttpStatus, type RequestContext } from './together.js';
 
 export const DEFAULT_CONNECTIONS = 6;
 export const DEFAULT_STALL_TIMEOUT_SECONDS = 60;
@@ -40,12 +40,13 @@ interface Piece {
 }
 
 /**
- * Splits `total` bytes into pieces: two per connection, so that a fast connection can take over
- * work when another is slow, and few enough that requests stay rare (each new response starts
- * slowly). A piece resumes from where it stopped, so its size costs nothing on a failure.
+ * Splits `total` bytes into pieces: four per connection, so that a fast connection takes over work
+ * when another is slow and the in-order hash never trails far behind, yet few enough that requests
+ * stay rare (each new response starts slowly). A piece resumes from where it stopped, so its size
+ * costs nothing on a failure.
  */
 export function planPieces(total: number, connections: number): Piece[] {
-  const size = Math.min(MAX_PIECE, Math.max(MIN_PIECE, Math.ceil(total / (connections * 2))));
+  const size = Math.min(MAX_PIECE, Math.max(MIN_PIECE, Math.ceil(total / (connections * 4))));
   const pieces: Piece[] = [];
   for (let start = 0; start < total; start += size) {
     pieces.push({ start, end: Math.min(total, start + size) - 1, received: 0 });
@@ -78,7 +79,9 @@ export async function downloadRanged(
 ): Promise<RangedResult> {
   const pieces = planPieces(probe.total, options.connections);
   const connections = Math.max(1, Math.min(options.connections, pieces.length));
-  core.info(`Downloading ${formatBytes(probe.total)} as ${pieces.length} range${pieces.length === 1 ? '' : 's'} over ${connections} connection${connections === 1 ? '' : 's'}`);
+  core.info(
+    `Downloading ${formatBytes(probe.total)} as ${pieces.length} range${pieces.length === 1 ? '' : 's'} over ${connections} connection${connections === 1 ? '' : 's'}`,
+  );
   // The socket timeout covers a server that never answers; our own stall timer, a little shorter,
   // covers a body that stops, and says so.
   const client = newHttpClient(options.stallTimeoutMs + 5000, { keepAlive: true, maxSockets: connections });
@@ -162,7 +165,13 @@ async function fetchRange(
   let response: IncomingMessage;
   try {
     // Every range starts at the API, so a signed storage URL it redirects to is always fresh.
-    ({ response } = await getFollowingRedirects(client, probe.requestUrl, { apiKey, apiHost: options.apiHost }, { range: `bytes=${from}-${piece.end}` }, core.debug));
+    ({ response } = await getFollowingRedirects(
+      client,
+      probe.requestUrl,
+      { apiKey, apiHost: options.apiHost },
+      { range: `bytes=${from}-${piece.end}` },
+      core.debug,
+    ));
   } catch (error) {
     if (error instanceof ActionError) throw error;
     throw new PieceError(`network error: ${(error as Error).message}`);
@@ -172,7 +181,9 @@ async function fetchRange(
     response.resume();
     if (isRetryableStatus(status)) throw new PieceError(`HTTP ${status}`, retryAfterMs(response.headers));
     if (status === 200) {
-      throw new ActionError(`The server stopped honouring range requests (HTTP 200 for bytes ${from}-${piece.end}). Run the job again with \`connections: 1\`.`);
+      throw new ActionError(
+        `The server stopped honouring range requests (HTTP 200 for bytes ${from}-${piece.end}). Run the job again with \`connections: 1\`.`,
+      );
     }
     throw explainHttpStatus(status, undefined, context, 1);
   }
@@ -324,18 +335,23 @@ class PieceWriter {
     const { piece, onBytes } = this;
     const length = this.filled;
     this.inFlight = length;
-    this.writing = this.file.write(this.buffers[this.current], 0, length, piece.start + piece.received).then(
-      () => {
-        piece.received += length;
-        onBytes(length);
-      },
-      (error: Error) => {
-        this.failure = new ActionError(`Writing the download to disk failed: ${error.message}. Check the free space and permissions of the destination.`);
-      },
-    ).finally(() => {
-      this.writing = undefined;
-      this.inFlight = 0;
-    });
+    this.writing = this.file
+      .write(this.buffers[this.current], 0, length, piece.start + piece.received)
+      .then(
+        () => {
+          piece.received += length;
+          onBytes(length);
+        },
+        (error: Error) => {
+          this.failure = new ActionError(
+            `Writing the download to disk failed: ${error.message}. Check the free space and permissions of the destination.`,
+          );
+        },
+      )
+      .finally(() => {
+        this.writing = undefined;
+        this.inFlight = 0;
+      });
     this.current ^= 1;
     this.filled = 0;
   }
@@ -381,7 +397,11 @@ class InOrderHasher {
     private readonly pieces: Piece[],
   ) {
     // The worker only hashes: a small heap keeps its share of the action's memory small.
-    this.worker = new Worker(HASH_WORKER, { eval: true, workerData: { file }, resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 2 } });
+    this.worker = new Worker(HASH_WORKER, {
+      eval: true,
+      workerData: { file },
+      resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 2 },
+    });
     this.failed = new Promise<never>((_, reject) => {
       this.worker.once('error', (error) => reject(new ActionError(`Computing the sha256 failed: ${error.message}`)));
     });

@@ -50,7 +50,8 @@ export function summaryRows(facts: SummaryFacts): Array<[string, string]> {
     ['Size', facts.size === undefined ? 'unknown' : bytes(facts.size)],
   ];
   if (facts.sha256 !== undefined) rows.push(['SHA-256', code(facts.sha256)]);
-  if (facts.source !== undefined) rows.push(['Source', facts.source === 'cache' ? 'runner tool cache (nothing downloaded)' : 'Together (not in the tool cache yet)']);
+  if (facts.source !== undefined)
+    rows.push(['Source', facts.source === 'cache' ? 'runner tool cache (nothing downloaded)' : 'Together (not in the tool cache yet)']);
   if (facts.elapsedMs !== undefined) {
     const seconds = facts.elapsedMs / 1000;
     rows.push(['Time', formatDuration(seconds)]);

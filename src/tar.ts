@@ -193,7 +193,9 @@ export async function* readTarEntries(source: AsyncIterable<Uint8Array>): AsyncG
       throw new TarFormatError(`a lone zero block at byte ${reader.offset - 2 * BLOCK} is followed by more entries`);
     }
     if (!checksumMatches(block)) {
-      throw new TarFormatError(`the header at byte ${reader.offset - BLOCK} has a bad checksum: this is not a tar archive, or it is corrupt`);
+      throw new TarFormatError(
+        `the header at byte ${reader.offset - BLOCK} has a bad checksum: this is not a tar archive, or it is corrupt`,
+      );
     }
     const type = String.fromCharCode(block[156] || 0x30);
     const headerSize = parseNumber(block, 124, 12);

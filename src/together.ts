@@ -49,7 +49,7 @@ export class TogetherApi {
     this.client = new Together({
       apiKey,
       baseURL: baseUrl,
-      fetchOptions: dispatcher ? ({ dispatcher } as Together["fetchOptions"]) : undefined,
+      fetchOptions: dispatcher ? ({ dispatcher } as Together['fetchOptions']) : undefined,
       maxRetries: API_ATTEMPTS - 1,
       timeout: 60_000,
       // The SDK would otherwise write its own warnings to the console, outside our log format.

@@ -41,7 +41,11 @@ type Poll = { done: true; job: Job } | { done: false; job: Job; steps?: number[]
  * logging one line per change of status. Fails with the job's last error event when it ends
  * without the result, and with its last status at the timeout.
  */
-export async function waitForJob(api: Pick<TogetherApi, 'getJob' | 'listCheckpoints' | 'listEvents'>, target: WaitTarget, clock: WaitClock = realClock): Promise<Job> {
+export async function waitForJob(
+  api: Pick<TogetherApi, 'getJob' | 'listCheckpoints' | 'listEvents'>,
+  target: WaitTarget,
+  clock: WaitClock = realClock,
+): Promise<Job> {
   const start = clock.now();
   const deadline = start + target.timeoutMs;
   const awaited = target.step === undefined ? 'to complete' : `to list the checkpoint at step ${target.step}`;

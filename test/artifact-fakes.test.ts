@@ -2,16 +2,17 @@
  * Tests of the test fakes themselves (Azurite + fake results service), driven
  * by the real @actions/artifact client.
  */
-import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { BlockBlobClient } from '@azure/storage-blob';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { DefaultArtifactClient, InvalidResponseError, UsageError } from '@actions/artifact';
-import { startAzurite, type Azurite } from './support/azurite.js';
-import { runtimeToken, startFakeResults, type FakeResults } from './support/fake-results.js';
+import { BlockBlobClient } from '@azure/storage-blob';
+import { type Azurite, startAzurite } from './support/azurite.js';
+import { type FakeResults, runtimeToken, startFakeResults } from './support/fake-results.js';
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const SERVICE = 'github.actions.results.api.v1.ArtifactService';
@@ -97,7 +98,7 @@ describe('artifact fakes (Azurite + fake results service)', () => {
     assert.deepEqual(await azurite.listBlobs(rec.container), [rec.blob]);
 
     assert.deepEqual(
-      fake.requests.map(r => [r.method, r.authorized]),
+      fake.requests.map((r) => [r.method, r.authorized]),
       [
         ['CreateArtifact', true],
         ['FinalizeArtifact', true],
@@ -109,15 +110,12 @@ describe('artifact fakes (Azurite + fake results service)', () => {
     const { file } = await makeFile('dup.bin', 1024);
     const client = new DefaultArtifactClient();
     await client.uploadArtifact('dup.bin', [file], tmp, { skipArchive: true });
-    await assert.rejects(
-      client.uploadArtifact('dup.bin', [file], tmp, { skipArchive: true }),
-      (err: Error) => {
-        assert.match(err.message, /\(409\) Conflict/);
-        assert.match(err.message, /already exists/);
-        return true;
-      },
-    );
-    assert.equal(fake.requests.filter(r => r.method === 'CreateArtifact').length, 2);
+    await assert.rejects(client.uploadArtifact('dup.bin', [file], tmp, { skipArchive: true }), (err: Error) => {
+      assert.match(err.message, /\(409\) Conflict/);
+      assert.match(err.message, /already exists/);
+      return true;
+    });
+    assert.equal(fake.requests.filter((r) => r.method === 'CreateArtifact').length, 2);
     assert.equal(fake.artifacts.length, 1);
   });
 
@@ -128,14 +126,11 @@ describe('artifact fakes (Azurite + fake results service)', () => {
     // ArtifactHttpClient.request() re-wraps every error as a plain
     // `Error("Failed to CreateArtifact: " + message)`, so what reaches the
     // caller is NOT `instanceof UsageError`; only the message survives.
-    await assert.rejects(
-      new DefaultArtifactClient().uploadArtifact('quota.bin', [file], tmp, { skipArchive: true }),
-      (err: Error) => {
-        assert.equal(err.message, `Failed to CreateArtifact: ${new UsageError().message}`);
-        assert.match(err.message, /storage quota has been hit/);
-        return true;
-      },
-    );
+    await assert.rejects(new DefaultArtifactClient().uploadArtifact('quota.bin', [file], tmp, { skipArchive: true }), (err: Error) => {
+      assert.equal(err.message, `Failed to CreateArtifact: ${new UsageError().message}`);
+      assert.match(err.message, /storage quota has been hit/);
+      return true;
+    });
     assert.equal(fake.requests.length, 1, 'UsageError must not be retried');
     assert.equal(fake.artifacts.length, 0);
   });
@@ -144,18 +139,10 @@ describe('artifact fakes (Azurite + fake results service)', () => {
     const { file } = await makeFile('faults.bin', 1024);
     const client = new DefaultArtifactClient();
     fake.setFaults({ createNotOk: true });
-    await assert.rejects(
-      client.uploadArtifact('faults.bin', [file], tmp, { skipArchive: true }),
-      InvalidResponseError,
-    );
+    await assert.rejects(client.uploadArtifact('faults.bin', [file], tmp, { skipArchive: true }), InvalidResponseError);
     fake.setFaults({ createStatus: { status: 400, code: 'invalid_argument', msg: 'bad name' } });
-    await assert.rejects(
-      client.uploadArtifact('faults.bin', [file], tmp, { skipArchive: true }),
-      /\(400\) Bad Request: bad name/,
-    );
-    assert.throws(() =>
-      fake.setFaults({ createStatus: { status: 503, code: 'unavailable', msg: 'x' } }),
-    );
+    await assert.rejects(client.uploadArtifact('faults.bin', [file], tmp, { skipArchive: true }), /\(400\) Bad Request: bad name/);
+    assert.throws(() => fake.setFaults({ createStatus: { status: 503, code: 'unavailable', msg: 'x' } }));
     assert.equal(fake.requests.length, 2);
   });
 
@@ -169,7 +156,7 @@ describe('artifact fakes (Azurite + fake results service)', () => {
       /\(401\) Unauthorized/,
     );
     assert.deepEqual(
-      fake.requests.map(r => [r.method, r.authorized]),
+      fake.requests.map((r) => [r.method, r.authorized]),
       [['CreateArtifact', false]],
     );
     assert.equal(fake.artifacts.length, 0);
@@ -185,11 +172,7 @@ describe('artifact fakes (Azurite + fake results service)', () => {
     assert.equal(wrongBody.status, 401);
     assert.equal(wrongBody.json.code, 'unauthenticated');
     // scope with an extra colon part is not the exact scope
-    const extra = await twirp(
-      'CreateArtifact',
-      ids,
-      runtimeToken(fake.runId, `${fake.jobId}:extra`),
-    );
+    const extra = await twirp('CreateArtifact', ids, runtimeToken(fake.runId, `${fake.jobId}:extra`));
     assert.equal(extra.status, 401);
     // not a JWT at all
     const garbage = await twirp('CreateArtifact', ids, 'not-a-jwt');
@@ -212,10 +195,7 @@ describe('artifact fakes (Azurite + fake results service)', () => {
     const sig = url.searchParams.get('sig')!;
     url.searchParams.set('sig', Buffer.from(sig, 'base64').reverse().toString('base64'));
     await assert.rejects(
-      new BlockBlobClient(url.toString(), undefined, { retryOptions: { maxTries: 1 } }).upload(
-        'x',
-        1,
-      ),
+      new BlockBlobClient(url.toString(), undefined, { retryOptions: { maxTries: 1 } }).upload('x', 1),
       (err: { statusCode?: number }) => err.statusCode === 403,
     );
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { makeArchive, makeLargeArchiveFile, peftAdapterFiles, safetensors } from './support/archives.js';
-import { startFakeTogether, type FakeJob, type FakeTogether } from './support/fake-together.js';
+import { type FakeJob, type FakeTogether, startFakeTogether } from './support/fake-together.js';
 
 const API_KEY = 'test-key-0123456789abcdef';
 const LORA_ID = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
@@ -183,8 +183,21 @@ describe('fake Together API', () => {
     assert.equal(res.status, 200);
     const { data } = await json(res);
     assert.equal(data.length, 2);
-    const required = ['object', 'created_at', 'message', 'type', 'param_count', 'token_count', 'total_steps',
-      'wandb_url', 'step', 'checkpoint_path', 'model_path', 'training_offset', 'hash'];
+    const required = [
+      'object',
+      'created_at',
+      'message',
+      'type',
+      'param_count',
+      'token_count',
+      'total_steps',
+      'wandb_url',
+      'step',
+      'checkpoint_path',
+      'model_path',
+      'training_offset',
+      'hash',
+    ];
     for (const e of data) for (const k of required) assert.ok(k in e, `event field ${k}`);
     assert.equal(data[0].object, 'fine-tune-event');
     assert.equal(data[0].type, 'job_start');
@@ -193,8 +206,12 @@ describe('fake Together API', () => {
   });
 
   test('unknown job and unknown path are 404 with an error body', async () => {
-    for (const path of ['/fine-tunes/ft-00000000-0000-4000-8000-000000000000', '/fine-tunes/ft-x/checkpoints',
-      '/finetune/download?ft_id=ft-nope&checkpoint=merged', '/no/such/path']) {
+    for (const path of [
+      '/fine-tunes/ft-00000000-0000-4000-8000-000000000000',
+      '/fine-tunes/ft-x/checkpoints',
+      '/finetune/download?ft_id=ft-nope&checkpoint=merged',
+      '/no/such/path',
+    ]) {
       const res = await fetch(fake.url + path, { headers: auth });
       assert.equal(res.status, 404, path);
       assert.ok(res.headers.get('cf-ray'));
@@ -293,7 +310,11 @@ describe('fake Together API', () => {
     assert.equal(file.length, LARGE);
     assert.deepEqual(file.subarray(0, 4), Buffer.from([0x28, 0xb5, 0x2f, 0xfd]));
     const q = `ft_id=${LORA_ID}&checkpoint_step=10&checkpoint=merged`;
-    for (const [a, b] of [[0, 1], [1_000_000, 2_500_000], [LARGE - 10, LARGE - 1]]) {
+    for (const [a, b] of [
+      [0, 1],
+      [1_000_000, 2_500_000],
+      [LARGE - 10, LARGE - 1],
+    ]) {
       const res = await fetch(dl(q), { headers: { ...auth, range: `bytes=${a}-${b}` } });
       assert.equal(res.status, 206);
       assert.equal(res.headers.get('content-range'), `bytes ${a}-${b}/${LARGE}`);
@@ -303,10 +324,7 @@ describe('fake Together API', () => {
     const res = await fetch(dl(q), { headers: auth });
     assert.equal(res.status, 200);
     const body = Buffer.from(await res.arrayBuffer());
-    assert.equal(
-      createHash('sha256').update(body).digest('hex'),
-      createHash('sha256').update(file).digest('hex'),
-    );
+    assert.equal(createHash('sha256').update(body).digest('hex'), createHash('sha256').update(file).digest('hex'));
   });
 
   test('HEAD on download gives headers only', async () => {
@@ -515,8 +533,16 @@ describe('archives', () => {
     assert.equal(a.data_offsets[1] - a.data_offsets[0], 4 * 16 * 4);
     const nonZero = files['adapter_model.safetensors'].subarray(dataStart).some((x) => x !== 0);
     assert.ok(nonZero);
-    assert.ok(files['adapter_model.safetensors'].equals(peftAdapterFiles({ r: 4, alpha: 8, hidden: 16, layers: 2, seed: 7, baseModel: 'org/base' })['adapter_model.safetensors']));
-    assert.ok(!files['adapter_model.safetensors'].equals(peftAdapterFiles({ r: 4, alpha: 8, hidden: 16, layers: 2, seed: 8, baseModel: 'org/base' })['adapter_model.safetensors']));
+    assert.ok(
+      files['adapter_model.safetensors'].equals(
+        peftAdapterFiles({ r: 4, alpha: 8, hidden: 16, layers: 2, seed: 7, baseModel: 'org/base' })['adapter_model.safetensors'],
+      ),
+    );
+    assert.ok(
+      !files['adapter_model.safetensors'].equals(
+        peftAdapterFiles({ r: 4, alpha: 8, hidden: 16, layers: 2, seed: 8, baseModel: 'org/base' })['adapter_model.safetensors'],
+      ),
+    );
   });
 
   test('makeArchive produces real tar.zst and tar.gz archives', async () => {

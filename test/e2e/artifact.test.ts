@@ -9,9 +9,9 @@ import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { makeArchive, peftAdapterFiles } from '../support/archives.js';
 import { type Azurite, startAzurite } from '../support/azurite.js';
-import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
 import { type ArtifactRecord, type FakeResults, startFakeResults } from '../support/fake-results.js';
-import { type ActionRun, type RunOptions, assertNoLeak, errorsOf, listFiles, removeScratch, runAction } from '../support/run-action.js';
+import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
+import { type ActionRun, assertNoLeak, errorsOf, listFiles, type RunOptions, removeScratch, runAction } from '../support/run-action.js';
 
 const KEY = 'tgp_v1_artifact-e2e-secret-Pw7kQ2';
 const LORA = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
@@ -51,7 +51,11 @@ function jobs(): FakeJob[] {
 
 before(async () => {
   adapter = await makeArchive(peftAdapterFiles(), 'zstd');
-  const small = await makeArchive({ 'config.json': Buffer.from('{"model_type":"llama"}'), 'model.safetensors': randomBytes(200_000) }, 'zstd', { topDir: 'merged' });
+  const small = await makeArchive(
+    { 'config.json': Buffer.from('{"model_type":"llama"}'), 'model.safetensors': randomBytes(200_000) },
+    'zstd',
+    { topDir: 'merged' },
+  );
   merged = Buffer.concat([small, randomBytes(9 * 1024 * 1024)]);
   [api, azurite] = await Promise.all([startFakeTogether({ apiKey: KEY, jobs: jobs() }), startAzurite()]);
   results = await startFakeResults(azurite);
@@ -99,7 +103,10 @@ async function act(inputs: Record<string, string>, options: Omit<RunOptions, 'in
   assertNoLeak(run, KEY);
   assertNoTokenLeak(run, results.token);
   assert.deepEqual(listFiles(run.runnerTemp), [], 'RUNNER_TEMP must be left empty');
-  assert.ok(!listFiles(run.workspace).some((f) => f.endsWith('.partial')), `a temp file was left behind: ${listFiles(run.workspace).join(', ')}`);
+  assert.ok(
+    !listFiles(run.workspace).some((f) => f.endsWith('.partial')),
+    `a temp file was left behind: ${listFiles(run.workspace).join(', ')}`,
+  );
   const staging = [...listDirs(run.workspace), ...listFiles(run.workspace)].filter((f) => f.includes(STAGING));
   assert.deepEqual(staging, [], 'the artifact staging directory must be removed');
   assert.ok(!run.stdout.includes('    at '), 'no stack trace in the log');
@@ -148,7 +155,8 @@ function failedAfterDownload(run: ActionRun, archive: Buffer, ...patterns: RegEx
   assert.equal(run.outputs.sha256, sha256(archive));
   assert.deepEqual(fs.readFileSync(file), archive, 'the downloaded file is kept at its path');
   assert.deepEqual(listFiles(run.workspace), [MERGED_NAME]);
-  for (const name of ['artifact-id', 'artifact-url', 'artifact-digest']) assert.equal(run.outputs[name], undefined, `${name} must not be set`);
+  for (const name of ['artifact-id', 'artifact-url', 'artifact-digest'])
+    assert.equal(run.outputs[name], undefined, `${name} must not be set`);
   assertDownloadedOnce(archive);
   return errors;
 }
@@ -188,7 +196,10 @@ function assertExpiresIn(expiresAt: unknown, days: number, startedAt: number): v
   assert.equal(typeof expiresAt, 'string', 'CreateArtifact carries expires_at');
   const at = Date.parse(expiresAt as string);
   const slack = 60 * 60 * 1000 + 60_000;
-  assert.ok(at >= startedAt + days * DAY_MS - slack && at <= Date.now() + days * DAY_MS + slack, `expires_at ${expiresAt as string} is not ${days} days ahead`);
+  assert.ok(
+    at >= startedAt + days * DAY_MS - slack && at <= Date.now() + days * DAY_MS + slack,
+    `expires_at ${expiresAt as string} is not ${days} days ahead`,
+  );
 }
 
 describe('upload-artifact', () => {
@@ -211,7 +222,10 @@ describe('upload-artifact', () => {
     assert.equal(artifact.size, merged.length);
     assert.equal(artifact.hash, `sha256:${sha256(merged)}`);
     assert.equal(sha256(await azurite.readBlob(artifact.container, artifact.blob)), sha256(merged));
-    assert.ok(results.requests.every((r) => r.authorized), 'every results request carried the runtime token');
+    assert.ok(
+      results.requests.every((r) => r.authorized),
+      'every results request carried the runtime token',
+    );
     // One un-zipped file (version 7, no .zip), no expiry asked for.
     const [create] = createRequests();
     assert.equal(create.version, 7);
@@ -254,7 +268,10 @@ describe('upload-artifact', () => {
   });
 
   test('a GHE.com server is supported and gives the artifact URL on that host', async () => {
-    const run = await act({ 'job-id': LORA, 'checkpoint-type': 'adapter', 'artifact-name': 'on-ghe-com' }, { env: runnerEnv({ GITHUB_SERVER_URL: 'https://octo.ghe.com' }) });
+    const run = await act(
+      { 'job-id': LORA, 'checkpoint-type': 'adapter', 'artifact-name': 'on-ghe-com' },
+      { env: runnerEnv({ GITHUB_SERVER_URL: 'https://octo.ghe.com' }) },
+    );
     succeeded(run);
     const artifact = only(results.artifacts);
     assert.equal(run.outputs['artifact-url'], `https://octo.ghe.com/octo-org/models/actions/runs/4242/artifacts/${artifact.id}`);
@@ -273,9 +290,15 @@ describe('retention-days', () => {
 
   test('the repository limit (GITHUB_RETENTION_DAYS=3) caps it, with the library warning in the log', async () => {
     const startedAt = Date.now();
-    const run = await act({ 'job-id': LORA, 'checkpoint-type': 'adapter', 'retention-days': '5' }, { env: runnerEnv({ GITHUB_RETENTION_DAYS: '3' }) });
+    const run = await act(
+      { 'job-id': LORA, 'checkpoint-type': 'adapter', 'retention-days': '5' },
+      { env: runnerEnv({ GITHUB_RETENTION_DAYS: '3' }) },
+    );
     succeeded(run);
-    assert.match(run.stdout, /^::warning::Retention days cannot be greater than the maximum allowed retention set within the repository\. Using 3 instead\.$/m);
+    assert.match(
+      run.stdout,
+      /^::warning::Retention days cannot be greater than the maximum allowed retention set within the repository\. Using 3 instead\.$/m,
+    );
     assertExpiresIn(createRequests()[0].expires_at, 3, startedAt);
   });
 

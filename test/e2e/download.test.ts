@@ -3,15 +3,24 @@
  * and per failure the action must explain.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { makeArchive, peftAdapterFiles } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
-import { type ActionRun, FAST_RETRY, type RunOptions, assertNoLeak, errorsOf, listFiles, removeScratch, runAction } from '../support/run-action.js';
+import {
+  type ActionRun,
+  assertNoLeak,
+  errorsOf,
+  FAST_RETRY,
+  listFiles,
+  type RunOptions,
+  removeScratch,
+  runAction,
+} from '../support/run-action.js';
 
 const exec = promisify(execFile);
 const KEY = 'tgp_v1_e2e-secret-Zq8xW3';
@@ -78,7 +87,9 @@ function jobs(): FakeJob[] {
 before(async () => {
   adapter = await makeArchive(peftAdapterFiles(), 'zstd');
   step10Adapter = await makeArchive(peftAdapterFiles({ seed: 10 }), 'zstd');
-  merged = await makeArchive({ 'config.json': Buffer.from('{"model_type":"llama"}'), 'model.safetensors': randomBytes(300_000) }, 'zstd', { topDir: 'merged' });
+  merged = await makeArchive({ 'config.json': Buffer.from('{"model_type":"llama"}'), 'model.safetensors': randomBytes(300_000) }, 'zstd', {
+    topDir: 'merged',
+  });
   fullModel = await makeArchive({ 'config.json': Buffer.from('{"model_type":"qwen2"}') }, 'zstd');
   gzipAdapter = await makeArchive(peftAdapterFiles({ seed: 3 }), 'gzip');
   api = await startFakeTogether({ apiKey: KEY, jobs: jobs() });
@@ -102,7 +113,10 @@ async function act(inputs: Record<string, string>, options: Omit<RunOptions, 'in
   runs.push(run);
   assertNoLeak(run, KEY);
   assert.deepEqual(listFiles(run.runnerTemp), [], 'RUNNER_TEMP must be left empty');
-  assert.ok(!listFiles(run.workspace).some((f) => f.endsWith('.partial')), `a temp file was left behind: ${listFiles(run.workspace).join(', ')}`);
+  assert.ok(
+    !listFiles(run.workspace).some((f) => f.endsWith('.partial')),
+    `a temp file was left behind: ${listFiles(run.workspace).join(', ')}`,
+  );
   assert.ok(!run.stdout.includes('    at '), 'no stack trace in the log');
   return run;
 }
@@ -167,7 +181,21 @@ describe('a LoRA job', () => {
     assert.match(run.stdout, new RegExp(`sha256: ${sha256(adapter)}`));
 
     // The job summary is a table with every fact.
-    for (const cell of ['Job', LORA, 'Model', 'Checkpoint type', 'adapter', 'Step', 'final', 'File', 'Size', 'SHA-256', sha256(adapter), 'Time', 'Speed']) {
+    for (const cell of [
+      'Job',
+      LORA,
+      'Model',
+      'Checkpoint type',
+      'adapter',
+      'Step',
+      'final',
+      'File',
+      'Size',
+      'SHA-256',
+      sha256(adapter),
+      'Time',
+      'Speed',
+    ]) {
       assert.ok(run.summary.includes(cell), `the summary lacks ${cell}`);
     }
     assert.match(run.summary, /<table>/);
@@ -253,7 +281,16 @@ describe('steps', () => {
 });
 
 describe('job-id', () => {
-  for (const bad of ['fe94af08', 'ft-abc def', 'ft-abc/../../v1/files', 'ft-abc?ft_id=other', 'ft-abc%2F..', 'ft-..', '../ft-abc', 'ft-abc:1:2']) {
+  for (const bad of [
+    'fe94af08',
+    'ft-abc def',
+    'ft-abc/../../v1/files',
+    'ft-abc?ft_id=other',
+    'ft-abc%2F..',
+    'ft-..',
+    '../ft-abc',
+    'ft-abc:1:2',
+  ]) {
     test(`${JSON.stringify(bad)} is rejected naming job-id and the expected form, before any request`, async () => {
       const run = await act({ 'job-id': bad });
       failed(run, /`job-id`/, /ft-<id>/);
@@ -333,7 +370,10 @@ describe('path', () => {
   });
 
   test('an existing file at the target is replaced by a verified download', async () => {
-    const run = await act({ 'job-id': LORA, path: 'model.tar.zst' }, { setup: (ws) => fs.writeFileSync(path.join(ws, 'model.tar.zst'), 'old') });
+    const run = await act(
+      { 'job-id': LORA, path: 'model.tar.zst' },
+      { setup: (ws) => fs.writeFileSync(path.join(ws, 'model.tar.zst'), 'old') },
+    );
     succeeded(run);
     assert.deepEqual(fs.readFileSync(run.outputs.path), merged);
   });
@@ -363,14 +403,20 @@ describe('path', () => {
   });
 
   test('a file in the way of the directory is an error naming path', async () => {
-    const run = await act({ 'job-id': LORA, path: 'blocker/model.tar.zst' }, { setup: (ws) => fs.writeFileSync(path.join(ws, 'blocker'), 'x') });
+    const run = await act(
+      { 'job-id': LORA, path: 'blocker/model.tar.zst' },
+      { setup: (ws) => fs.writeFileSync(path.join(ws, 'blocker'), 'x') },
+    );
     failed(run, /`path`/, /a file is in the way/);
   });
 });
 
 describe('api-key and base-url', () => {
   test('the key falls back to TOGETHER_API_KEY and the URL to TOGETHER_BASE_URL', async () => {
-    const run = await act({ 'job-id': LORA, 'api-key': '', 'base-url': '' }, { env: { TOGETHER_API_KEY: KEY, TOGETHER_BASE_URL: api.url } });
+    const run = await act(
+      { 'job-id': LORA, 'api-key': '', 'base-url': '' },
+      { env: { TOGETHER_API_KEY: KEY, TOGETHER_BASE_URL: api.url } },
+    );
     succeeded(run);
     assert.ok(api.requests.length >= 3);
     assert.ok(api.requests.every((r) => r.headers.authorization === `Bearer ${KEY}`));
@@ -498,7 +544,10 @@ for (const mode of [
   const ranged = mode.name === 'parallel ranges';
   describe(`faults during the download: ${mode.name}`, () => {
     test('a 503 on the archive request is retried', async () => {
-      api.setFaults({ ...mode.faults, queue: { download: [{ status: 503, headers: { 'retry-after-ms': '10' }, when: ranged ? notProbe : 'whole' }] } });
+      api.setFaults({
+        ...mode.faults,
+        queue: { download: [{ status: 503, headers: { 'retry-after-ms': '10' }, when: ranged ? notProbe : 'whole' }] },
+      });
       const run = await act({ 'job-id': LORA }, { nodeArgs: mode.nodeArgs });
       succeeded(run);
       assert.deepEqual(
@@ -508,13 +557,15 @@ for (const mode of [
       assert.equal(run.outputs.sha256, sha256(merged));
     });
 
-    test('a body cut short: ' + (ranged ? 'resumed where it stopped' : 'retried from the start, then a clear failure'), async () => {
+    test(`a body cut short: ${ranged ? 'resumed where it stopped' : 'retried from the start, then a clear failure'}`, async () => {
       api.setFaults({ ...mode.faults, cutBodyAfter: 100_000 });
       const run = await act({ 'job-id': LORA }, { nodeArgs: mode.nodeArgs });
       if (ranged) {
         succeeded(run);
         assert.equal(run.outputs.sha256, sha256(merged));
-        const wire = downloads().slice(1).reduce((n, r) => n + r.bodyBytes, 0);
+        const wire = downloads()
+          .slice(1)
+          .reduce((n, r) => n + r.bodyBytes, 0);
         // Every response is cut after 100 kB: only resuming can finish, and little is sent twice
         // (what the server had in flight when it cut the connection).
         assert.ok(wire < merged.length * 1.5, `${wire} bytes on the wire for ${merged.length}`);
@@ -526,7 +577,7 @@ for (const mode of [
       }
     });
 
-    test('a Content-Length larger than the body: ' + (ranged ? 'the range itself arrived whole' : 'a clear failure'), async () => {
+    test(`a Content-Length larger than the body: ${ranged ? 'the range itself arrived whole' : 'a clear failure'}`, async () => {
       api.setFaults({ ...mode.faults, contentLength: (n) => n + 5000 });
       const run = await act({ 'job-id': LORA }, { nodeArgs: mode.nodeArgs });
       if (ranged) {

@@ -10,9 +10,19 @@ import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { makeArchive } from '../support/archives.js';
-import { type Faults, type FakeJob, type FakeTogether, type Reply, startFakeTogether } from '../support/fake-together.js';
-import { type Proxy, startProxy } from '../support/proxy.js';
-import { type ActionRun, FAST_RETRY, TEST_HOSTS, type RunOptions, assertNoLeak, errorsOf, listFiles, removeScratch, runAction } from '../support/run-action.js';
+import { type FakeJob, type FakeTogether, type Faults, type Reply, startFakeTogether } from '../support/fake-together.js';
+import { type ForwardProxy, startProxy } from '../support/proxy.js';
+import {
+  type ActionRun,
+  assertNoLeak,
+  errorsOf,
+  FAST_RETRY,
+  listFiles,
+  type RunOptions,
+  removeScratch,
+  runAction,
+  TEST_HOSTS,
+} from '../support/run-action.js';
 
 const KEY = 'tgp_v1_faults-secret-9Kq2';
 const SIGNATURE = 'X-Signature=sig-0123456789abcdef-secret';
@@ -58,7 +68,10 @@ async function act(inputs: Record<string, string>, options: Omit<RunOptions, 'in
   const run = await runAction({ inputs: { 'job-id': JOB, 'api-key': KEY, 'base-url': api.url, ...inputs }, ...options });
   runs.push(run);
   assertNoLeak(run, KEY);
-  assert.ok(!run.stdout.split('\n').some((l) => !l.startsWith('::add-mask::') && l.includes(SIGNATURE)), 'a signed URL was logged with its query');
+  assert.ok(
+    !run.stdout.split('\n').some((l) => !l.startsWith('::add-mask::') && l.includes(SIGNATURE)),
+    'a signed URL was logged with its query',
+  );
   assert.deepEqual(listFiles(run.runnerTemp), []);
   assert.ok(!listFiles(run.workspace).some((f) => f.includes('.partial')), 'a temp file was left behind');
   return run;
@@ -237,7 +250,19 @@ describe('servers that lie', () => {
   for (const mode of MODES) {
     test(`an HTML error page served with 200 instead of the archive (${mode.name})`, async () => {
       const page = '<!DOCTYPE html><html><body>502 Bad Gateway</body></html>';
-      api.setFaults({ ...mode.faults, queue: { download: [{ status: 200, headers: { 'content-type': 'text/html' }, body: page, when: (r) => !isProbe(r) || mode.name !== 'parallel ranges' }] } });
+      api.setFaults({
+        ...mode.faults,
+        queue: {
+          download: [
+            {
+              status: 200,
+              headers: { 'content-type': 'text/html' },
+              body: page,
+              when: (r) => !isProbe(r) || mode.name !== 'parallel ranges',
+            },
+          ],
+        },
+      });
       const run = await act({}, { nodeArgs: mode.nodeArgs });
       failed(run, /not a zstd or gzip archive|stopped honouring range requests/);
     });
@@ -292,7 +317,7 @@ describe('disk space', () => {
 });
 
 describe('proxies', () => {
-  let proxy: Proxy;
+  let proxy: ForwardProxy;
   before(async () => {
     proxy = await startProxy();
   });
@@ -309,7 +334,10 @@ describe('proxies', () => {
     for (const variable of ['http_proxy', 'HTTP_PROXY']) {
       test(`${variable} carries the API calls and the download (${mode.name})`, async () => {
         api.setFaults(mode.faults);
-        const run = await act({ 'base-url': named(), step: '4' }, { nodeArgs: [...mode.nodeArgs, '--import', TEST_HOSTS], env: { [variable]: proxy.url } });
+        const run = await act(
+          { 'base-url': named(), step: '4' },
+          { nodeArgs: [...mode.nodeArgs, '--import', TEST_HOSTS], env: { [variable]: proxy.url } },
+        );
         succeeded(run);
         // The job lookup and checkpoint list (the SDK's fetch), the probe and the download.
         const tunnels = proxy.carried.filter((c) => c.startsWith('CONNECT api.together.test:'));
@@ -322,7 +350,10 @@ describe('proxies', () => {
 
     test(`no_proxy is honoured (${mode.name})`, async () => {
       api.setFaults(mode.faults);
-      const run = await act({ 'base-url': named() }, { nodeArgs: [...mode.nodeArgs, '--import', TEST_HOSTS], env: { http_proxy: proxy.url, no_proxy: 'example.com,together.test' } });
+      const run = await act(
+        { 'base-url': named() },
+        { nodeArgs: [...mode.nodeArgs, '--import', TEST_HOSTS], env: { http_proxy: proxy.url, no_proxy: 'example.com,together.test' } },
+      );
       succeeded(run);
       assert.deepEqual(proxy.carried, []);
       assert.ok(api.requests.length >= 3);
@@ -340,7 +371,11 @@ describe('input fuzzing through the built action', () => {
   test('random job-id and step values: a validation error naming the input, or requests with only the validated id and step', async () => {
     const samples = fc.sample(
       fc.record({
-        jobId: fc.oneof(fc.string({ unit: 'binary', maxLength: 40 }), fc.string().map((s) => `ft-${s}`), fc.constantFrom(JOB, `${JOB}:4`, `${JOB}/../x`, `${JOB}?ft_id=x`, `${JOB}%2f`)),
+        jobId: fc.oneof(
+          fc.string({ unit: 'binary', maxLength: 40 }),
+          fc.string().map((s) => `ft-${s}`),
+          fc.constantFrom(JOB, `${JOB}:4`, `${JOB}/../x`, `${JOB}?ft_id=x`, `${JOB}%2f`),
+        ),
         step: fc.oneof(fc.constant(''), fc.string({ maxLength: 8 }), fc.integer({ min: -5, max: 10 }).map(String)),
       }),
       { numRuns: 24, seed: 20261125 },
@@ -361,7 +396,8 @@ describe('input fuzzing through the built action', () => {
       for (const r of api.requests) {
         const id = r.endpoint === 'download' ? r.query.ft_id : decodeURIComponent(r.path.split('/')[3] ?? '');
         assert.match(id, /^ft-[A-Za-z0-9-]+$/, `request ${r.path} carries ${JSON.stringify(id)}`);
-        for (const name of Object.keys(r.query)) assert.ok(['ft_id', 'checkpoint', 'checkpoint_step'].includes(name), `unexpected query ${name}`);
+        for (const name of Object.keys(r.query))
+          assert.ok(['ft_id', 'checkpoint', 'checkpoint_step'].includes(name), `unexpected query ${name}`);
         if (r.query.checkpoint_step !== undefined) assert.match(r.query.checkpoint_step, /^[1-9]\d*$/);
         assert.match(r.path, /^\/v1\/(fine-tunes\/ft-[A-Za-z0-9-]+(\/checkpoints)?|finetune\/download)$/);
       }

@@ -10,8 +10,8 @@ import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { makeArchive, peftAdapterFiles } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
-import { type ActionRun, type RunOptions, assertNoLeak, errorsOf, listFiles, removeScratch, runAction } from '../support/run-action.js';
-import { type RawEntry, hostileArchive } from '../support/tar-writer.js';
+import { type ActionRun, assertNoLeak, errorsOf, listFiles, type RunOptions, removeScratch, runAction } from '../support/run-action.js';
+import { hostileArchive, type RawEntry } from '../support/tar-writer.js';
 
 const KEY = 'tgp_v1_lifecycle-secret-Hn4kP9';
 const LORA = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
@@ -261,7 +261,12 @@ describe('extract', () => {
     assert.equal(run.outputs.path, path.join(run.workspace, `${SLUG}.tar.zst`));
     assert.ok(!fs.existsSync(run.outputs.path));
     assert.equal(run.outputs.sha256, sha256(merged));
-    assert.deepEqual(listFiles(run.workspace).sort(), Object.keys(mergedFiles).map((f) => `${SLUG}/merged/${f}`).sort());
+    assert.deepEqual(
+      listFiles(run.workspace).sort(),
+      Object.keys(mergedFiles)
+        .map((f) => `${SLUG}/merged/${f}`)
+        .sort(),
+    );
     assert.match(run.stdout, /Removed the archive/);
     assert.ok(run.summary.includes('keep-archive: false'));
   });
@@ -277,7 +282,10 @@ describe('extract', () => {
   test('where tar cannot read zstd, the archive is decompressed with zstd first', async () => {
     const bin = tempDir('bin');
     const log = path.join(bin, 'tar.log');
-    const realTar = (process.env.PATH ?? '').split(path.delimiter).map((d) => path.join(d, 'tar')).find((p) => fs.existsSync(p));
+    const realTar = (process.env.PATH ?? '')
+      .split(path.delimiter)
+      .map((d) => path.join(d, 'tar'))
+      .find((p) => fs.existsSync(p));
     assert.ok(realTar);
     fs.writeFileSync(
       path.join(bin, 'tar'),
@@ -298,7 +306,10 @@ exec "${realTar}" "$@"
 
   test('without zstd on PATH: a clear error, nothing extracted', async () => {
     const bin = tempDir('nozstd');
-    const realTar = (process.env.PATH ?? '').split(path.delimiter).map((d) => path.join(d, 'tar')).find((p) => fs.existsSync(p));
+    const realTar = (process.env.PATH ?? '')
+      .split(path.delimiter)
+      .map((d) => path.join(d, 'tar'))
+      .find((p) => fs.existsSync(p));
     fs.symlinkSync(realTar as string, path.join(bin, 'tar'));
     const run = await act({ 'job-id': LORA, extract: 'true' }, { env: { PATH: bin } });
     failed(run, /needs the `zstd` program/, /apt-get install -y zstd/);
@@ -313,10 +324,36 @@ exec "${realTar}" "$@"
   });
 
   const hostile: Array<[string, RawEntry[], RegExp]> = [
-    ['an absolute path', [{ name: 'merged/', type: '5' }, { name: '/tmp/together-e2e-pwned', data: Buffer.from('x') }], /"\/tmp\/together-e2e-pwned" has an absolute path/],
-    ['a .. entry', [{ name: 'merged/config.json', data: Buffer.from('{}') }, { name: '../escaped.txt', data: Buffer.from('x') }], /"\.\.\/escaped\.txt" has a "\.\." component/],
-    ['a symlink to /etc', [{ name: 'merged/', type: '5' }, { name: 'merged/etc', type: '2', linkName: '/etc' }, { name: 'merged/etc/cron.d/x', data: Buffer.from('x') }], /"merged\/etc" is a symbolic link to "\/etc", outside the folder/],
-    ['a symlink to ../../x', [{ name: 'merged/up', type: '2', linkName: '../../x' }], /"merged\/up" is a symbolic link to "\.\.\/\.\.\/x", outside the folder/],
+    [
+      'an absolute path',
+      [
+        { name: 'merged/', type: '5' },
+        { name: '/tmp/together-e2e-pwned', data: Buffer.from('x') },
+      ],
+      /"\/tmp\/together-e2e-pwned" has an absolute path/,
+    ],
+    [
+      'a .. entry',
+      [
+        { name: 'merged/config.json', data: Buffer.from('{}') },
+        { name: '../escaped.txt', data: Buffer.from('x') },
+      ],
+      /"\.\.\/escaped\.txt" has a "\.\." component/,
+    ],
+    [
+      'a symlink to /etc',
+      [
+        { name: 'merged/', type: '5' },
+        { name: 'merged/etc', type: '2', linkName: '/etc' },
+        { name: 'merged/etc/cron.d/x', data: Buffer.from('x') },
+      ],
+      /"merged\/etc" is a symbolic link to "\/etc", outside the folder/,
+    ],
+    [
+      'a symlink to ../../x',
+      [{ name: 'merged/up', type: '2', linkName: '../../x' }],
+      /"merged\/up" is a symbolic link to "\.\.\/\.\.\/x", outside the folder/,
+    ],
     ['a hard link to ../x', [{ name: 'merged/h', type: '1', linkName: '../x' }], /"merged\/h" is a hard link to "\.\.\/x"/],
     ['a device', [{ name: 'merged/dev', type: '3' }], /character device/],
   ];
@@ -354,10 +391,20 @@ describe('cache', () => {
     assert.equal(first.outputs['cache-hit'], 'false');
     assert.ok(downloads().length >= 2, 'probe and download');
     const entry = path.join(toolCache, 'together-model', `0.0.0-${LORA}.final.merged`);
-    assert.deepEqual(listAll(path.join(toolCache, 'together-model')), [`0.0.0-${LORA}.final.merged`, `0.0.0-${LORA}.final.merged/any`, `0.0.0-${LORA}.final.merged/any.complete`, `0.0.0-${LORA}.final.merged/any/archive.tar.zst`, `0.0.0-${LORA}.final.merged/any/together-download.json`]);
+    assert.deepEqual(listAll(path.join(toolCache, 'together-model')), [
+      `0.0.0-${LORA}.final.merged`,
+      `0.0.0-${LORA}.final.merged/any`,
+      `0.0.0-${LORA}.final.merged/any.complete`,
+      `0.0.0-${LORA}.final.merged/any/archive.tar.zst`,
+      `0.0.0-${LORA}.final.merged/any/together-download.json`,
+    ]);
     const meta = JSON.parse(fs.readFileSync(path.join(entry, 'any', 'together-download.json'), 'utf8'));
     assert.equal(meta.sha256, sha256(merged));
-    assert.equal(fs.statSync(path.join(entry, 'any', 'archive.tar.zst')).ino, fs.statSync(first.outputs.path).ino, 'a hard link, not a copy');
+    assert.equal(
+      fs.statSync(path.join(entry, 'any', 'archive.tar.zst')).ino,
+      fs.statSync(first.outputs.path).ino,
+      'a hard link, not a copy',
+    );
 
     api.requests.length = 0;
     const second = await act({ 'job-id': LORA, cache: 'true', path: 'elsewhere/' }, { env });
@@ -382,7 +429,10 @@ describe('cache', () => {
     assert.equal(other.outputs['cache-hit'], 'false', 'the final adapter is another entry');
     assert.equal(other.outputs.sha256, sha256(adapter));
     api.requests.length = 0;
-    const hit = await act({ 'job-id': `${LORA}:10`, 'checkpoint-type': 'adapter', cache: 'true', extract: 'true', 'keep-archive': 'false' }, { env });
+    const hit = await act(
+      { 'job-id': `${LORA}:10`, 'checkpoint-type': 'adapter', cache: 'true', extract: 'true', 'keep-archive': 'false' },
+      { env },
+    );
     succeeded(hit);
     assert.equal(hit.outputs['cache-hit'], 'true');
     assert.deepEqual(downloads(), []);

@@ -134,7 +134,7 @@ export function peftAdapterFiles(opts: PeftAdapterOptions = {}): Record<string, 
     }
   }
   return {
-    'adapter_config.json': Buffer.from(JSON.stringify(config, null, 2) + '\n'),
+    'adapter_config.json': Buffer.from(`${JSON.stringify(config, null, 2)}\n`),
     'adapter_model.safetensors': safetensors(tensors),
   };
 }
@@ -143,11 +143,7 @@ export function peftAdapterFiles(opts: PeftAdapterOptions = {}): Record<string, 
  * A real tar archive (GNU tar, `--zstd` or `-z`) of `files` (keys may contain `/` for subfolders),
  * optionally under one top-level folder.
  */
-export async function makeArchive(
-  files: Record<string, Buffer>,
-  format: 'zstd' | 'gzip',
-  opts: { topDir?: string } = {},
-): Promise<Buffer> {
+export async function makeArchive(files: Record<string, Buffer>, format: 'zstd' | 'gzip', opts: { topDir?: string } = {}): Promise<Buffer> {
   const tmp = await mkdtemp(join(tmpdir(), 'together-archive-'));
   try {
     const srcDir = join(tmp, 'src');
@@ -158,9 +154,7 @@ export async function makeArchive(
       await mkdir(dirname(target), { recursive: true });
       await writeFile(target, data);
     }
-    const entries = opts.topDir
-      ? [opts.topDir]
-      : [...new Set(Object.keys(files).map((k) => k.split('/')[0]))].sort();
+    const entries = opts.topDir ? [opts.topDir] : [...new Set(Object.keys(files).map((k) => k.split('/')[0]))].sort();
     const out = join(tmp, format === 'zstd' ? 'archive.tar.zst' : 'archive.tar.gz');
     await execFileAsync('tar', [
       format === 'zstd' ? '--zstd' : '-z',

@@ -5,10 +5,10 @@
  * AZURITE_ACCOUNTS, so no emulator key is hard-coded anywhere. Storage is in
  * memory and the port is chosen by the OS (`--blobPort 0`).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
 
 export interface Azurite {
@@ -33,7 +33,7 @@ const azuriteBlobBin = path.join(projectRoot, 'node_modules', '.bin', 'azurite-b
 
 function waitForExit(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise(resolve => child.once('exit', () => resolve()));
+  return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
 export async function startAzurite(): Promise<Azurite> {
@@ -95,15 +95,9 @@ export async function startAzurite(): Promise<Azurite> {
     child.stderr?.on('data', (chunk: Buffer) => {
       output += chunk.toString('utf8');
     });
-    child.once('error', err =>
-      finish(new Error(`Could not start Azurite (${azuriteBlobBin}): ${err.message}`)),
-    );
+    child.once('error', (err) => finish(new Error(`Could not start Azurite (${azuriteBlobBin}): ${err.message}`)));
     child.once('exit', (code, signal) =>
-      finish(
-        new Error(
-          `Azurite exited before it was ready (code ${code}, signal ${signal}). Output:\n${output}`,
-        ),
-      ),
+      finish(new Error(`Azurite exited before it was ready (code ${code}, signal ${signal}). Output:\n${output}`)),
     );
   }).catch(async (err: unknown) => {
     process.off('exit', killOnExit);
@@ -127,7 +121,7 @@ export async function startAzurite(): Promise<Azurite> {
       const exited = waitForExit(child);
       child.kill('SIGTERM');
       let timer: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<boolean>(resolve => {
+      const timedOut = new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(true), STOP_GRACE_MS);
       });
       const forced = await Promise.race([exited.then(() => false), timedOut]);

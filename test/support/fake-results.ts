@@ -9,15 +9,16 @@
  *  - every answer has a JSON body (a non-JSON body is retried 5 times, slowly);
  *  - it never answers 5xx or 429 (those are retried for ~30 s).
  */
-import http from 'node:http';
+
 import { randomUUID } from 'node:crypto';
+import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
   BlobSASPermissions,
   BlobServiceClient,
-  SASProtocol,
-  generateBlobSASQueryParameters,
   type ContainerClient,
+  generateBlobSASQueryParameters,
+  SASProtocol,
 } from '@azure/storage-blob';
 import type { Azurite } from './azurite.js';
 
@@ -163,7 +164,7 @@ export async function startFakeResults(azurite: Azurite): Promise<FakeResults> {
     return `${service.getContainerClient(containerName).getBlobClient(blob).url}?${sas.toString()}`;
   };
 
-  const live = (name: string): ArtifactRecord | undefined => artifacts.find(a => a.name === name);
+  const live = (name: string): ArtifactRecord | undefined => artifacts.find((a) => a.name === name);
 
   const handlers: Record<string, (body: Json) => Promise<Json>> = {
     async CreateArtifact(body) {
@@ -178,11 +179,7 @@ export async function startFakeResults(azurite: Azurite): Promise<FakeResults> {
       }
       if (faults.createNotOk) return { ok: false };
       if (live(name)) {
-        throw new TwirpError(
-          409,
-          'already_exists',
-          `an artifact with this name already exists on the workflow run: ${name}`,
-        );
+        throw new TwirpError(409, 'already_exists', `an artifact with this name already exists on the workflow run: ${name}`);
       }
       const c = await getContainer();
       const id = nextId++;
@@ -223,11 +220,7 @@ export async function startFakeResults(azurite: Azurite): Promise<FakeResults> {
         throw new TwirpError(400, 'invalid_argument', `could not read blob for ${name}: ${String(err)}`);
       }
       if (actual !== size) {
-        throw new TwirpError(
-          400,
-          'invalid_argument',
-          `size mismatch for ${name}: request says ${size}, blob has ${actual}`,
-        );
+        throw new TwirpError(400, 'invalid_argument', `size mismatch for ${name}: request says ${size}, blob has ${actual}`);
       }
       rec.size = size;
       rec.hash = faults.finalizeHashOverride ?? str(body, 'hash');
@@ -239,10 +232,10 @@ export async function startFakeResults(azurite: Azurite): Promise<FakeResults> {
       const nameFilter = str(body, 'name_filter');
       const idFilter = str(body, 'id_filter');
       const list = artifacts
-        .filter(a => a.finalized)
-        .filter(a => nameFilter === undefined || a.name === nameFilter)
-        .filter(a => idFilter === undefined || String(a.id) === idFilter)
-        .map(a => ({
+        .filter((a) => a.finalized)
+        .filter((a) => nameFilter === undefined || a.name === nameFilter)
+        .filter((a) => idFilter === undefined || String(a.id) === idFilter)
+        .map((a) => ({
           workflow_run_backend_id: runId,
           workflow_job_run_backend_id: jobId,
           database_id: String(a.id),
@@ -256,7 +249,7 @@ export async function startFakeResults(azurite: Azurite): Promise<FakeResults> {
     async GetSignedArtifactURL(body) {
       const name = str(body, 'name') ?? '';
       const rec = live(name);
-      if (!rec || !rec.finalized) throw new TwirpError(404, 'not_found', `artifact not found: ${name}`);
+      if (!rec?.finalized) throw new TwirpError(404, 'not_found', `artifact not found: ${name}`);
       return { signed_url: sasUrl(rec.blob, 'r') };
     },
 
@@ -299,13 +292,9 @@ export async function startFakeResults(azurite: Azurite): Promise<FakeResults> {
     let authError: string | undefined;
     const scopes = tokenScopes(req.headers.authorization);
     if (typeof scopes === 'string') authError = scopes;
-    else if (!scopes.some(s => s.run === runId && s.job === jobId)) {
+    else if (!scopes.some((s) => s.run === runId && s.job === jobId)) {
       authError = `token has no Actions.Results:${runId}:${jobId} scope`;
-    } else if (
-      parsed &&
-      (str(parsed, 'workflow_run_backend_id') !== runId ||
-        str(parsed, 'workflow_job_run_backend_id') !== jobId)
-    ) {
+    } else if (parsed && (str(parsed, 'workflow_run_backend_id') !== runId || str(parsed, 'workflow_job_run_backend_id') !== jobId)) {
       authError = 'workflow_run_backend_id / workflow_job_run_backend_id do not match the token';
     }
     requests.push({ method, body, authorized: authError === undefined });
@@ -332,7 +321,7 @@ export async function startFakeResults(azurite: Azurite): Promise<FakeResults> {
   };
 
   const server = http.createServer((req, res) => {
-    handle(req, res).catch(err => {
+    handle(req, res).catch((err) => {
       if (!res.headersSent) send(res, 400, { code: 'internal', msg: String(err) });
       else res.destroy();
     });
@@ -356,15 +345,13 @@ export async function startFakeResults(azurite: Azurite): Promise<FakeResults> {
     setFaults(f) {
       const s = f.createStatus?.status;
       if (s !== undefined && (s < 400 || s >= 500 || s === 429)) {
-        throw new Error(
-          `createStatus ${s} is not allowed: use a non-retryable 4xx (the client retries 5xx/429 for ~30 s)`,
-        );
+        throw new Error(`createStatus ${s} is not allowed: use a non-retryable 4xx (the client retries 5xx/429 for ~30 s)`);
       }
       faults = { ...f };
     },
     close() {
       return new Promise<void>((resolve, reject) => {
-        server.close(err => (err ? reject(err) : resolve()));
+        server.close((err) => (err ? reject(err) : resolve()));
         server.closeAllConnections();
       });
     },

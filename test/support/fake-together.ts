@@ -119,6 +119,8 @@ export interface StartFakeTogetherOptions {
    * when an Authorization header is present. Other routes still check auth.
    */
   requireNoAuth?: boolean;
+  /** default 0: any free port */
+  port?: number;
 }
 
 const FIXED_CREATED = '2024-07-26T18:04:05.123Z';
@@ -248,8 +250,7 @@ function jobJson(job: FakeJob): Record<string, unknown> {
     training_file: 'file-2c4d1e2f-8f4a-4f6b-9a55-0f9c1b7d3e21',
     validation_file: '',
     model,
-    model_output_name:
-      job.model_output_name ?? `user@example.com/${model.split('/').pop()}-ft-${suffix}`,
+    model_output_name: job.model_output_name ?? `user@example.com/${model.split('/').pop()}-ft-${suffix}`,
     model_output_path: `s3://together-dev-model-out-us-west-2/finetune/${job.id}/final`,
     trainingfile_numlines: 1000,
     trainingfile_size: 523_184,
@@ -393,10 +394,7 @@ function resolveArchive(job: FakeJob, query: Record<string, string>): Resolved {
     return {
       ok: false,
       status: 400,
-      body: errorBody(
-        `No ${checkpoint ?? 'final'} artifact available for fine-tune job ${job.id}`,
-        'invalid_request_error',
-      ),
+      body: errorBody(`No ${checkpoint ?? 'final'} artifact available for fine-tune job ${job.id}`, 'invalid_request_error'),
     };
   }
   return { ok: true, key, source: job.archives[key] };
@@ -416,7 +414,13 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
   let faults: Faults = opts.faults ?? {};
   let totalSent = 0;
 
-  function sendJson(res: http.ServerResponse, rec: RecordedRequest, status: number, body: string, headers: Record<string, string> = {}): void {
+  function sendJson(
+    res: http.ServerResponse,
+    rec: RecordedRequest,
+    status: number,
+    body: string,
+    headers: Record<string, string> = {},
+  ): void {
     const buf = Buffer.from(body);
     rec.status = status;
     res.writeHead(status, {
@@ -720,7 +724,7 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
 
   return new Promise<FakeTogether>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, host, () => {
+    server.listen(opts.port ?? 0, host, () => {
       server.off('error', reject);
       const port = (server.address() as AddressInfo).port;
       resolve({

@@ -3,10 +3,10 @@
  * ProxyAgent and http-client's tunnel use) and absolute-form requests (plain HTTP proxying).
  */
 import http from 'node:http';
-import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import net from 'node:net';
 
-export interface Proxy {
+export interface ForwardProxy {
   url: string;
   /** `CONNECT host:port` or `GET http://...`, one entry per tunnel or request carried. */
   carried: string[];
@@ -19,7 +19,7 @@ function resolve(host: string): string {
   return bare.endsWith('.test') ? '127.0.0.1' : bare;
 }
 
-export async function startProxy(): Promise<Proxy> {
+export async function startProxy(): Promise<ForwardProxy> {
   const carried: string[] = [];
   const sockets = new Set<net.Socket>();
   const server = http.createServer((req, res) => {
@@ -32,7 +32,13 @@ export async function startProxy(): Promise<Proxy> {
       return;
     }
     const upstream = http.request(
-      { host: resolve(target.hostname), port: target.port, path: target.pathname + target.search, method: req.method, headers: req.headers },
+      {
+        host: resolve(target.hostname),
+        port: target.port,
+        path: target.pathname + target.search,
+        method: req.method,
+        headers: req.headers,
+      },
       (answer) => {
         res.writeHead(answer.statusCode ?? 502, answer.headers);
         answer.pipe(res);

@@ -105,7 +105,9 @@ export async function runAction(options: RunOptions): Promise<ActionRun> {
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   options.onSpawn?.(child, { stdout: () => stdout });
   const timeout = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])));
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+    child.on('close', (c, s) => resolve([c, s])),
+  );
   clearTimeout(timeout);
 
   return {
@@ -148,9 +150,7 @@ export function assertNoLeak(run: ActionRun, secret: string): void {
 /** Every file below `dir`, relative, hidden ones included. */
 export function listFiles(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  return (fs.readdirSync(dir, { recursive: true }) as string[])
-    .filter((f) => fs.statSync(path.join(dir, f)).isFile())
-    .sort();
+  return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dir, f)).isFile()).sort();
 }
 
 export function removeScratch(run: ActionRun): void {

@@ -5,7 +5,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import * as tc from '@actions/tool-cache';
-import { CACHE_ARCH, CACHE_TOOL, type CacheKey, cacheVersion, findCachedArchive, parseCacheVersion, restoreFromCache, storeInCache } from '../../src/cache.js';
+import {
+  CACHE_ARCH,
+  CACHE_TOOL,
+  type CacheKey,
+  cacheVersion,
+  findCachedArchive,
+  parseCacheVersion,
+  restoreFromCache,
+  storeInCache,
+} from '../../src/cache.js';
 
 const JOB = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -48,7 +57,10 @@ describe('cache key encoding', () => {
   test('distinct keys give distinct versions', () => {
     const versions = keys.map(cacheVersion);
     assert.equal(new Set(versions).size, versions.length);
-    assert.notEqual(cacheVersion({ jobId: JOB, step: 1, checkpointType: 'merged' }), cacheVersion({ jobId: JOB, step: 1, checkpointType: 'adapter' }));
+    assert.notEqual(
+      cacheVersion({ jobId: JOB, step: 1, checkpointType: 'merged' }),
+      cacheVersion({ jobId: JOB, step: 1, checkpointType: 'adapter' }),
+    );
   });
 
   for (const bad of ['', 'ft-', 'ft_abc', 'ft-a.b', 'ft-a b', 'ft-a+b', 'abc', 'ft-ä']) {
@@ -61,7 +73,14 @@ describe('cache key encoding', () => {
     assert.throws(() => cacheVersion({ jobId: `ft-${'a'.repeat(260)}`, checkpointType: 'merged' }), /too long/);
   });
   test('parse refuses what it did not make', () => {
-    for (const v of ['1.2.3', `0.0.0-${JOB}.step-0.merged`, `0.0.0-${JOB}.step-01.merged`, `0.0.0-${JOB}.final.lora`, `0.0.0-${JOB}.final`, `v0.0.0-${JOB}.final.merged`]) {
+    for (const v of [
+      '1.2.3',
+      `0.0.0-${JOB}.step-0.merged`,
+      `0.0.0-${JOB}.step-01.merged`,
+      `0.0.0-${JOB}.final.lora`,
+      `0.0.0-${JOB}.final`,
+      `v0.0.0-${JOB}.final.merged`,
+    ]) {
       assert.equal(parseCacheVersion(v), undefined, v);
     }
   });

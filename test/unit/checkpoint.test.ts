@@ -20,7 +20,10 @@ test('LoRA: default means merged; merged and adapter map to themselves', () => {
 test('full: only default, sent as model_output_path', () => {
   assert.deepEqual(planCheckpoint('full', 'default'), { fetched: 'model', query: 'model_output_path' });
   for (const choice of ['merged', 'adapter'] as const) {
-    assert.throws(() => planCheckpoint('full', choice), (e: Error) => e instanceof InputError && /checkpoint-type/.test(e.message) && /no adapter/.test(e.message));
+    assert.throws(
+      () => planCheckpoint('full', choice),
+      (e: Error) => e instanceof InputError && /checkpoint-type/.test(e.message) && /no adapter/.test(e.message),
+    );
   }
 });
 

@@ -2,13 +2,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { after, describe, test } from 'node:test';
-import { EntryValidator, UnsafeArchiveError, folderNameFor, largestFiles, listArchive, resolveExtractDir } from '../../src/extract.js';
+import { gzipSync } from 'node:zlib';
 import { InputError } from '../../src/errors.js';
-import { TarFormatError, readTarEntries } from '../../src/tar.js';
+import { EntryValidator, folderNameFor, largestFiles, listArchive, resolveExtractDir, UnsafeArchiveError } from '../../src/extract.js';
+import { readTarEntries, TarFormatError } from '../../src/tar.js';
 import { makeArchive } from '../support/archives.js';
-import { type RawEntry, gnuLong, pax, tarOf, zstdCompress } from '../support/tar-writer.js';
+import { gnuLong, pax, type RawEntry, tarOf, zstdCompress } from '../support/tar-writer.js';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'together-extract-unit-'));
 after(() => fs.rmSync(scratch, { recursive: true, force: true }));
@@ -45,7 +45,12 @@ const hardlink = (name: string, linkName: string): RawEntry => ({ name, type: '1
 
 describe('reading tar headers', () => {
   test('names, types, sizes and link targets of a GNU tar archive', async () => {
-    const tar = tarOf([dir('m/'), file('m/config.json', '{}'), symlink('m/latest', 'config.json'), hardlink('m/copy.json', 'm/config.json')]);
+    const tar = tarOf([
+      dir('m/'),
+      file('m/config.json', '{}'),
+      symlink('m/latest', 'config.json'),
+      hardlink('m/copy.json', 'm/config.json'),
+    ]);
     const entries = await entriesOf(tar);
     assert.deepEqual(
       entries.map((e) => [e.name, e.type, e.size, e.linkName]),
@@ -84,7 +89,14 @@ describe('reading tar headers', () => {
 
   test('a pax size and a base-256 size are honoured, so the entries after them are found', async () => {
     const data = Buffer.alloc(700, 7);
-    const entries = await entriesOf(tarOf([{ name: 'big', data, base256Size: true, gnu: true }, pax({ size: '3' }), { name: 'three', data: Buffer.from('abc'), size: 0 }, file('last')]));
+    const entries = await entriesOf(
+      tarOf([
+        { name: 'big', data, base256Size: true, gnu: true },
+        pax({ size: '3' }),
+        { name: 'three', data: Buffer.from('abc'), size: 0 },
+        file('last'),
+      ]),
+    );
     assert.deepEqual(
       entries.map((e) => [e.name, e.size]),
       [
@@ -96,27 +108,31 @@ describe('reading tar headers', () => {
   });
 
   test('a real archive made by GNU tar (zstd and gzip) lists every file with its size', async () => {
-    const files = { 'config.json': Buffer.from('{"a":1}'), 'model-00001.safetensors': Buffer.alloc(5000, 1), 'sub/tokenizer.json': Buffer.alloc(10, 2) };
+    const files = {
+      'config.json': Buffer.from('{"a":1}'),
+      'model-00001.safetensors': Buffer.alloc(5000, 1),
+      'sub/tokenizer.json': Buffer.alloc(10, 2),
+    };
     for (const format of ['zstd', 'gzip'] as const) {
       const archive = path.join(scratch, `real.${format}`);
       fs.writeFileSync(archive, await makeArchive(files, format, { topDir: 'merged' }));
       const listing = await listArchive(archive, format);
       assert.equal(listing.topLevelDir, 'merged');
-      assert.deepEqual(
-        listing.files.map((f) => [f.name, f.size]).sort(),
-        [
-          ['merged/config.json', 7],
-          ['merged/model-00001.safetensors', 5000],
-          ['merged/sub/tokenizer.json', 10],
-        ],
-      );
+      assert.deepEqual(listing.files.map((f) => [f.name, f.size]).sort(), [
+        ['merged/config.json', 7],
+        ['merged/model-00001.safetensors', 5000],
+        ['merged/sub/tokenizer.json', 10],
+      ]);
       assert.equal(listing.totalBytes, 5017);
     }
   });
 
   test('an archive with its files at the root has no top-level folder', async () => {
     const archive = path.join(scratch, 'root.tar.zst');
-    fs.writeFileSync(archive, await makeArchive({ 'adapter_config.json': Buffer.from('{}'), 'adapter_model.safetensors': Buffer.alloc(8) }, 'zstd'));
+    fs.writeFileSync(
+      archive,
+      await makeArchive({ 'adapter_config.json': Buffer.from('{}'), 'adapter_model.safetensors': Buffer.alloc(8) }, 'zstd'),
+    );
     const listing = await listArchive(archive, 'zstd');
     assert.equal(listing.topLevelDir, undefined);
     assert.equal(listing.files.length, 2);
@@ -139,7 +155,11 @@ describe('reading tar headers', () => {
   test('what tars read differently is refused: a lone zero block before more entries, two pax headers or long names for one entry', async () => {
     const lone = Buffer.concat([tarOf([file('a')], { end: false }), Buffer.alloc(512), tarOf([file('../hidden')])]);
     await assert.rejects(entriesOf(lone), /lone zero block/);
-    assert.equal((await entriesOf(Buffer.concat([tarOf([file('a')], { end: false }), Buffer.alloc(512)]))).length, 1, 'one zero block at the very end is fine');
+    assert.equal(
+      (await entriesOf(Buffer.concat([tarOf([file('a')], { end: false }), Buffer.alloc(512)]))).length,
+      1,
+      'one zero block at the very end is fine',
+    );
     await assert.rejects(entriesOf(tarOf([pax({ path: 'innocent' }), pax({ mtime: '1' }), file('../x')])), /two pax headers/);
     await assert.rejects(entriesOf(tarOf([gnuLong('a'), gnuLong('b'), file('c')])), /two GNU long names/);
   });
@@ -151,7 +171,10 @@ describe('reading tar headers', () => {
   test('corrupt compressed data is a format error, not a crash', async () => {
     const zst = path.join(scratch, 'corrupt.tar.zst');
     fs.writeFileSync(zst, Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(600, 0x41)]));
-    await assert.rejects(listArchive(zst, 'zstd'), (e: Error) => e instanceof TarFormatError && /zstd could not decompress/.test(e.message));
+    await assert.rejects(
+      listArchive(zst, 'zstd'),
+      (e: Error) => e instanceof TarFormatError && /zstd could not decompress/.test(e.message),
+    );
     const gz = path.join(scratch, 'corrupt.tar.gz');
     fs.writeFileSync(gz, gzipSync(tarOf([file('a', 'y'.repeat(5000))])).subarray(0, 60));
     await assert.rejects(listArchive(gz, 'gzip'), TarFormatError);
@@ -200,7 +223,8 @@ describe('checking entries', () => {
   test('rejects a hard link to a symlink (it would copy the link to another folder)', () =>
     rejects([symlink('d/s', '../x'), hardlink('h', 'd/s')], /not a file earlier/));
   test('rejects writing through an earlier symlink', () => rejects([symlink('l', 'sub'), file('l/x')], /through the symbolic link "l"/));
-  test('rejects writing through a symlink differing only in case', () => rejects([symlink('L', 'sub'), file('l/x')], /through the symbolic link/));
+  test('rejects writing through a symlink differing only in case', () =>
+    rejects([symlink('L', 'sub'), file('l/x')], /through the symbolic link/));
   test('rejects a name that appears twice', () => rejects([file('a'), symlink('a', 'b')], /appears twice/));
   test('rejects replacing a folder by a symlink', () => rejects([file('d/f'), symlink('d', '.')], /appears twice/));
   test('rejects a character device', () => rejects([{ name: 'dev', type: '3' }], /character device/));
@@ -208,7 +232,8 @@ describe('checking entries', () => {
   test('rejects a FIFO', () => rejects([{ name: 'pipe', type: '6' }], /FIFO/));
   test('rejects unknown entry types', () => rejects([{ name: 'vol', type: 'V' }], /entry type "V"/));
   test('rejects sparse files', () => rejects([pax({ 'GNU.sparse.name': '/etc/x', 'GNU.sparse.major': '1' }), file('a')], /sparse/));
-  test('rejects a link that claims data', () => rejects([{ name: 'l', type: '2', linkName: 'x', size: 512, data: Buffer.alloc(512) }], /claims 512 bytes/));
+  test('rejects a link that claims data', () =>
+    rejects([{ name: 'l', type: '2', linkName: 'x', size: 512, data: Buffer.alloc(512) }], /claims 512 bytes/));
   test('repeated directory entries are fine', async () => {
     assert.equal((await validate([dir('a/'), dir('a/'), file('a/b')])).files.length, 1);
   });

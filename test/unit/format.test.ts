@@ -21,7 +21,10 @@ test('formatDuration', () => {
 });
 
 test('displayUrl hides a query string that may hold a signature', () => {
-  assert.equal(displayUrl('https://bucket.s3.amazonaws.com/a/b.tar.zst?X-Amz-Signature=secret'), 'https://bucket.s3.amazonaws.com/a/b.tar.zst?…');
+  assert.equal(
+    displayUrl('https://bucket.s3.amazonaws.com/a/b.tar.zst?X-Amz-Signature=secret'),
+    'https://bucket.s3.amazonaws.com/a/b.tar.zst?…',
+  );
   assert.equal(displayUrl('https://host/path'), 'https://host/path');
 });
 
@@ -34,7 +37,12 @@ test('progressLine: bytes, total, percent, speed, ETA', () => {
 test('ProgressReporter logs at most once per interval, and once at the end', () => {
   let now = 0;
   const lines: string[] = [];
-  const progress = new ProgressReporter(1000, (l) => lines.push(l), () => now, 5000);
+  const progress = new ProgressReporter(
+    1000,
+    (l) => lines.push(l),
+    () => now,
+    5000,
+  );
   for (now = 0; now <= 12_000; now += 1000) progress.update(now / 12);
   assert.equal(lines.length, 2, lines.join('\n'));
   progress.finish(1000);
@@ -54,7 +62,16 @@ test('sniffFormat knows zstd and gzip, also from a two-byte prefix', () => {
 
 test('summary cells escape what came from outside', () => {
   assert.equal(escapeHtml('<a href="x">&\'</a>'), '&#60;a href=&#34;x&#34;&#62;&#38;&#39;&#60;/a&#62;');
-  const rows = summaryRows({ jobId: 'ft-a', model: '<script>', checkpointType: 'adapter', step: 5, file: '/w/f', size: 2048, sha256: 'ab', elapsedMs: 2000 });
+  const rows = summaryRows({
+    jobId: 'ft-a',
+    model: '<script>',
+    checkpointType: 'adapter',
+    step: 5,
+    file: '/w/f',
+    size: 2048,
+    sha256: 'ab',
+    elapsedMs: 2000,
+  });
   const model = rows.find(([k]) => k === 'Model')?.[1] ?? '';
   assert.ok(!model.includes('<script>'));
   assert.deepEqual(

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { resolveDestination } from '../../src/destination.js';
 import { downloadUrl, totalFromContentRange } from '../../src/probe.js';
+import { planPieces } from '../../src/ranged-download.js';
 import { backoffMs, retryAfterMs } from '../../src/retry.js';
 import { explainHttpStatus } from '../../src/together.js';
 
@@ -13,7 +14,10 @@ test('downloadUrl encodes every parameter through the query', () => {
     downloadUrl('https://api.together.ai/v1', { jobId: 'ft-abc', step: 10, checkpoint: 'adapter' }),
     'https://api.together.ai/v1/finetune/download?ft_id=ft-abc&checkpoint_step=10&checkpoint=adapter',
   );
-  assert.equal(downloadUrl('http://127.0.0.1:1/v1', { jobId: 'ft-abc', checkpoint: 'merged' }), 'http://127.0.0.1:1/v1/finetune/download?ft_id=ft-abc&checkpoint=merged');
+  assert.equal(
+    downloadUrl('http://127.0.0.1:1/v1', { jobId: 'ft-abc', checkpoint: 'merged' }),
+    'http://127.0.0.1:1/v1/finetune/download?ft_id=ft-abc&checkpoint=merged',
+  );
 });
 
 test('totalFromContentRange', () => {
@@ -32,10 +36,22 @@ test('retryAfterMs reads retry-after-ms, seconds and dates', () => {
 });
 
 test('backoff grows exponentially with full jitter and a cap', () => {
-  assert.equal(backoffMs(0, { baseMs: 500, capMs: 30_000 }, () => 1), 500);
-  assert.equal(backoffMs(3, { baseMs: 500, capMs: 30_000 }, () => 1), 4000);
-  assert.equal(backoffMs(20, { baseMs: 500, capMs: 30_000 }, () => 1), 30_000);
-  assert.equal(backoffMs(5, { baseMs: 500, capMs: 30_000 }, () => 0), 0);
+  assert.equal(
+    backoffMs(0, { baseMs: 500, capMs: 30_000 }, () => 1),
+    500,
+  );
+  assert.equal(
+    backoffMs(3, { baseMs: 500, capMs: 30_000 }, () => 1),
+    4000,
+  );
+  assert.equal(
+    backoffMs(20, { baseMs: 500, capMs: 30_000 }, () => 1),
+    30_000,
+  );
+  assert.equal(
+    backoffMs(5, { baseMs: 500, capMs: 30_000 }, () => 0),
+    0,
+  );
 });
 
 test('HTTP errors name the input to fix', () => {
@@ -58,5 +74,23 @@ test('resolveDestination: directory, trailing slash, file, default', () => {
     assert.deepEqual(resolveDestination('/abs/x.tar.zst', ws), { dir: '/abs', name: 'x.tar.zst' });
   } finally {
     fs.rmSync(ws, { recursive: true });
+  }
+});
+
+test('planPieces: four pieces per connection, at least 4 MiB, covering every byte once', () => {
+  const MiB = 1024 * 1024;
+  for (const [total, connections] of [
+    [2 * 1024 * MiB, 6],
+    [3 * MiB, 6],
+    [100 * MiB + 7, 4],
+    [1, 1],
+  ] as const) {
+    const pieces = planPieces(total, connections);
+    assert.equal(pieces[0].start, 0);
+    assert.equal(pieces.at(-1)?.end, total - 1);
+    for (let i = 1; i < pieces.length; i++) assert.equal(pieces[i].start, pieces[i - 1].end + 1);
+    assert.ok(pieces.every((p) => p.received === 0));
+    if (total >= 4 * MiB * connections * 4) assert.equal(pieces.length, connections * 4);
+    else assert.ok(pieces.slice(0, -1).every((p) => p.end - p.start + 1 === 4 * MiB || pieces.length === 1));
   }
 });

@@ -3,7 +3,6 @@ import { describe, test } from 'node:test';
 import { InputError } from '../../src/errors.js';
 import {
   DEFAULT_BASE_URL,
-  type RawInputs,
   parseArtifactName,
   parseBaseUrl,
   parseCheckpointType,
@@ -12,33 +11,11 @@ import {
   parseRetentionDays,
   parseStep,
 } from '../../src/inputs.js';
+import { rawInputs } from '../support/raw-inputs.js';
 
 const JOB = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
 
-function raw(overrides: Partial<RawInputs> = {}): RawInputs {
-  return {
-    'job-id': JOB,
-    step: '',
-    'checkpoint-type': '',
-    path: '',
-    'api-key': 'key-123',
-    'base-url': '',
-    'upload-artifact': false,
-    'artifact-name': '',
-    'retention-days': '',
-    wait: false,
-    'wait-timeout-minutes': '',
-    extract: false,
-    'extract-path': '',
-    'keep-archive': true,
-    cache: false,
-    'dry-run': false,
-    connections: '',
-    'stall-timeout': '',
-    workspace: '/work/space',
-    ...overrides,
-  };
-}
+const raw = rawInputs;
 
 function throwsInput(fn: () => unknown, input: string, text?: RegExp) {
   assert.throws(fn, (error: unknown) => {
@@ -57,7 +34,26 @@ describe('job-id', () => {
     assert.deepEqual(parseJobId(`  ${JOB}  `), { jobId: JOB, step: undefined });
   });
 
-  for (const bad of ['', 'fe94af08', 'ft-', 'ft-abc def', 'ft-abc/../x', 'ft-abc?x=1', 'ft-abc%2F', 'ft-..', 'ft-abc:', 'ft-abc:0', 'ft-abc:-1', 'ft-abc:1.5', 'ft-abc:12:3', 'FT-abc', 'ft_abc', 'ft-abc#x', 'ft-ab\ncd', 'ft-ab\tcd']) {
+  for (const bad of [
+    '',
+    'fe94af08',
+    'ft-',
+    'ft-abc def',
+    'ft-abc/../x',
+    'ft-abc?x=1',
+    'ft-abc%2F',
+    'ft-..',
+    'ft-abc:',
+    'ft-abc:0',
+    'ft-abc:-1',
+    'ft-abc:1.5',
+    'ft-abc:12:3',
+    'FT-abc',
+    'ft_abc',
+    'ft-abc#x',
+    'ft-ab\ncd',
+    'ft-ab\tcd',
+  ]) {
     test(`rejects ${JSON.stringify(bad)} naming job-id and the expected form`, () => {
       throwsInput(() => parseJobId(bad), 'job-id', /ft-<id>/);
     });
@@ -138,15 +134,19 @@ describe('connections and stall-timeout', () => {
     assert.equal(inputs.stallTimeoutSeconds, 30);
   });
   for (const bad of ['0', '33', 'many', '2.5', '-1']) {
-    test(`connections: rejects ${JSON.stringify(bad)}`, () => throwsInput(() => parseInputs(raw({ connections: bad })), 'connections', /1 to 32/));
+    test(`connections: rejects ${JSON.stringify(bad)}`, () =>
+      throwsInput(() => parseInputs(raw({ connections: bad })), 'connections', /1 to 32/));
   }
   for (const bad of ['0', '3601', 'soon', '1.5']) {
-    test(`stall-timeout: rejects ${JSON.stringify(bad)}`, () => throwsInput(() => parseInputs(raw({ 'stall-timeout': bad })), 'stall-timeout', /1 to 3600/));
+    test(`stall-timeout: rejects ${JSON.stringify(bad)}`, () =>
+      throwsInput(() => parseInputs(raw({ 'stall-timeout': bad })), 'stall-timeout', /1 to 3600/));
   }
 });
 
 test('parseInputs returns a typed, validated object', () => {
-  const inputs = parseInputs(raw({ 'job-id': `${JOB}:7`, 'checkpoint-type': 'Adapter', path: ' models/ ', 'retention-days': '5', 'upload-artifact': true }));
+  const inputs = parseInputs(
+    raw({ 'job-id': `${JOB}:7`, 'checkpoint-type': 'Adapter', path: ' models/ ', 'retention-days': '5', 'upload-artifact': true }),
+  );
   assert.deepEqual(inputs, {
     jobId: JOB,
     step: 7,

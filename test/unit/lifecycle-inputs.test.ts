@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import { InputError } from '../../src/errors.js';
-import { DEFAULT_WAIT_TIMEOUT_MINUTES, booleanInput, parseExtraction, parseWaitTimeoutMinutes } from '../../src/inputs.js';
+import { booleanInput, DEFAULT_WAIT_TIMEOUT_MINUTES, parseExtraction, parseWaitTimeoutMinutes } from '../../src/inputs.js';
 
 function throwsInput(fn: () => unknown, input: string, text?: RegExp) {
   assert.throws(fn, (error: unknown) => {
@@ -22,16 +22,25 @@ describe('wait-timeout-minutes', () => {
     assert.equal(parseWaitTimeoutMinutes('2.'), 2);
   });
   for (const bad of ['abc', '0', '0.0', '-1', '1e3', '1,5', 'Infinity', 'NaN', '12m', '0x10']) {
-    test(`rejects ${JSON.stringify(bad)}, saying what is valid`, () => throwsInput(() => parseWaitTimeoutMinutes(bad), 'wait-timeout-minutes', /positive number of minutes/));
+    test(`rejects ${JSON.stringify(bad)}, saying what is valid`, () =>
+      throwsInput(() => parseWaitTimeoutMinutes(bad), 'wait-timeout-minutes', /positive number of minutes/));
   }
 });
 
 describe('extract, extract-path and keep-archive', () => {
   test('defaults: no extraction, archive kept', () => {
-    assert.deepEqual(parseExtraction({ extract: false, 'extract-path': '', 'keep-archive': true }), { extract: false, extractPath: '', keepArchive: true });
+    assert.deepEqual(parseExtraction({ extract: false, 'extract-path': '', 'keep-archive': true }), {
+      extract: false,
+      extractPath: '',
+      keepArchive: true,
+    });
   });
   test('extract with a path and without the archive', () => {
-    assert.deepEqual(parseExtraction({ extract: true, 'extract-path': ' models/m ', 'keep-archive': false }), { extract: true, extractPath: 'models/m', keepArchive: false });
+    assert.deepEqual(parseExtraction({ extract: true, 'extract-path': ' models/m ', 'keep-archive': false }), {
+      extract: true,
+      extractPath: 'models/m',
+      keepArchive: false,
+    });
   });
   test('extract-path without extract is an error naming extract-path', () => {
     throwsInput(() => parseExtraction({ extract: false, 'extract-path': 'x', 'keep-archive': true }), 'extract-path', /extract: true/);
@@ -50,7 +59,11 @@ describe('boolean inputs', () => {
     assert.equal(booleanInput('dry-run', true), true);
   });
   test('true and false in the YAML spellings', () => {
-    for (const [value, expected] of [['true', true], ['True', true], ['FALSE', false]] as const) {
+    for (const [value, expected] of [
+      ['true', true],
+      ['True', true],
+      ['FALSE', false],
+    ] as const) {
       process.env['INPUT_DRY-RUN'] = value;
       assert.equal(booleanInput('dry-run', !expected), expected);
     }

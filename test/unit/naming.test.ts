@@ -26,7 +26,10 @@ test('merged and full models carry no suffix; gzip gets .tar.gz', () => {
 
 test('no model_output_name falls back to the job id', () => {
   assert.equal(defaultFileName({ jobId: JOB, fetched: 'merged', format: 'zstd' }), `${JOB}.tar.zst`);
-  assert.equal(defaultFileName({ modelOutputName: '...', jobId: JOB, step: 3, fetched: 'merged', format: 'zstd' }), `${JOB}-step-3.tar.zst`);
+  assert.equal(
+    defaultFileName({ modelOutputName: '...', jobId: JOB, step: 3, fetched: 'merged', format: 'zstd' }),
+    `${JOB}-step-3.tar.zst`,
+  );
 });
 
 test('slugify: slashes, underscores, spaces, case, other characters, leading dots', () => {
@@ -39,13 +42,17 @@ test('slugify: slashes, underscores, spaces, case, other characters, leading dot
 
 test('whatever the server sends, the name is one safe path component', () => {
   fc.assert(
-    fc.property(fc.option(fc.string({ unit: 'binary', maxLength: 400 }), { nil: undefined }), fc.option(fc.integer({ min: 1, max: 1e9 }), { nil: undefined }), (name, step) => {
-      const file = defaultFileName({ modelOutputName: name, jobId: JOB, step, fetched: 'adapter', format: 'zstd' });
-      assert.match(file, /^[a-z0-9.@+-]+$/i);
-      assert.ok(!file.startsWith('.'));
-      assert.equal(path.basename(file), file);
-      assert.ok(Buffer.byteLength(file) <= 255);
-      assert.ok(file.endsWith('-adapter.tar.zst'));
-    }),
+    fc.property(
+      fc.option(fc.string({ unit: 'binary', maxLength: 400 }), { nil: undefined }),
+      fc.option(fc.integer({ min: 1, max: 1e9 }), { nil: undefined }),
+      (name, step) => {
+        const file = defaultFileName({ modelOutputName: name, jobId: JOB, step, fetched: 'adapter', format: 'zstd' });
+        assert.match(file, /^[a-z0-9.@+-]+$/i);
+        assert.ok(!file.startsWith('.'));
+        assert.equal(path.basename(file), file);
+        assert.ok(Buffer.byteLength(file) <= 255);
+        assert.ok(file.endsWith('-adapter.tar.zst'));
+      },
+    ),
   );
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Checkpoint, FineTuneEvent, Job } from '../../src/together.js';
-import { MAX_POLL_INTERVAL_MS, type WaitClock, lastErrorEvent, pollIntervalMs, waitForJob } from '../../src/wait.js';
+import { lastErrorEvent, MAX_POLL_INTERVAL_MS, pollIntervalMs, type WaitClock, waitForJob } from '../../src/wait.js';
 
 const JOB = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
 
@@ -84,7 +84,10 @@ describe('waitForJob', () => {
   test('at the timeout it fails with the last status; the last poll is at the deadline', async () => {
     const api = scriptedApi(['running']);
     const clock = virtualClock();
-    await assert.rejects(waitForJob(api, { jobId: JOB, timeoutMs: 10_000 }, clock), /still `running` after waiting 10s.*wait-timeout-minutes/);
+    await assert.rejects(
+      waitForJob(api, { jobId: JOB, timeoutMs: 10_000 }, clock),
+      /still `running` after waiting 10s.*wait-timeout-minutes/,
+    );
     assert.deepEqual(clock.sleeps, [2000, 3000, 4500, 500]);
     assert.equal(api.calls.job, 5);
   });
@@ -119,7 +122,10 @@ describe('waitForJob', () => {
 
   test('with a step: a completed job without that step fails at once, listing the steps', async () => {
     const api = scriptedApi(['completed'], { steps: [[5, 10]] });
-    await assert.rejects(waitForJob(api, { jobId: JOB, step: 7, timeoutMs: 3600_000 }, virtualClock()), /without a checkpoint at step 7\. Steps that exist: 5, 10/);
+    await assert.rejects(
+      waitForJob(api, { jobId: JOB, step: 7, timeoutMs: 3600_000 }, virtualClock()),
+      /without a checkpoint at step 7\. Steps that exist: 5, 10/,
+    );
   });
 
   test('with a step: a failed job that did save it is fine', async () => {

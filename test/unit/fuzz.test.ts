@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { InputError } from '../../src/errors.js';
+import { parseInputs, type RawInputs } from '../../src/inputs.js';
+import { downloadUrl } from '../../src/probe.js';
+import { rawInputs } from '../support/raw-inputs.js';
+
+const VALID = rawInputs();
+
+const STRING_INPUTS = Object.entries(VALID)
+  .filter(([name, value]) => typeof value === 'string' && name !== 'workspace')
+  .map(([name]) => name);
+
+const anyText = fc.oneof(
+  fc.string({ unit: 'binary', maxLength: 60 }),
+  fc.string({ unit: 'grapheme-ascii', maxLength: 30 }),
+  fc.constantFrom(
+    'ft-abc',
+    'ft-abc:7',
+    'ft-../x',
+    'ft-a?b=c',
+    'ft-a%2Fb',
+    ' ',
+    '0',
+    '-1',
+    '1e3',
+    'https://evil.example/v1',
+    '..',
+    '.',
+    'a/b',
+  ),
+);
+
+test('every input: a random value gives a validation error naming that input, or a typed value', () => {
+  fc.assert(
+    fc.property(fc.constantFrom(...STRING_INPUTS), anyText, (name, value) => {
+      let inputs: ReturnType<typeof parseInputs>;
+      try {
+        inputs = parseInputs({ ...VALID, [name]: value } as RawInputs);
+      } catch (error) {
+        assert.ok(error instanceof InputError, `not an InputError: ${String(error)}`);
+        // A step in job-id can disagree with nothing here, so the error names the fuzzed input.
+        assert.equal(error.input, name);
+        assert.match(error.message, new RegExp(`^Input \`${name}\``));
+        return;
+      }
+      assert.match(inputs.jobId, /^ft-[A-Za-z0-9-]+$/);
+      assert.ok(inputs.step === undefined || (Number.isSafeInteger(inputs.step) && inputs.step > 0));
+    }),
+    { numRuns: 3000 },
+  );
+});
+
+test('job-id and step: the download URL carries only the validated id and step', () => {
+  fc.assert(
+    fc.property(anyText, fc.oneof(fc.constant(''), anyText), (jobId, step) => {
+      let inputs: ReturnType<typeof parseInputs>;
+      try {
+        inputs = parseInputs({ ...VALID, 'job-id': jobId, step } as RawInputs);
+      } catch (error) {
+        assert.ok(error instanceof InputError && (error.input === 'job-id' || error.input === 'step'));
+        return;
+      }
+      const url = new URL(downloadUrl('https://api.together.ai/v1', { jobId: inputs.jobId, step: inputs.step, checkpoint: 'merged' }));
+      assert.equal(url.origin + url.pathname, 'https://api.together.ai/v1/finetune/download');
+      assert.deepEqual(
+        [...url.searchParams.keys()],
+        inputs.step === undefined ? ['ft_id', 'checkpoint'] : ['ft_id', 'checkpoint_step', 'checkpoint'],
+      );
+      assert.equal(url.searchParams.get('ft_id'), inputs.jobId);
+      assert.ok(jobId.includes(inputs.jobId), 'the id is the one the user gave');
+    }),
+    { numRuns: 3000 },
+  );
+});
