@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as core from '@actions/core';
 import { ActionError, InputError } from './errors.js';
 import { formatBytes } from './format.js';
 
@@ -97,7 +98,7 @@ function installSignalHandlers(): void {
           // Best effort: the process is exiting either way.
         }
       }
-      process.stdout.write(`::error::Cancelled (${signal}); the partial download was removed.\n`);
+      core.error(`Cancelled (${signal}); the partial download was removed.`);
       process.exit(code);
     });
   }

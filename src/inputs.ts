@@ -78,7 +78,7 @@ export function readInputs(env: NodeJS.ProcessEnv = process.env): Inputs {
     'api-key': apiKey,
     'base-url': core.getInput('base-url') || env.TOGETHER_BASE_URL?.trim() || '',
     // The runner always passes the declared default; an unset input (a local run) means false.
-    'upload-artifact': core.getInput('upload-artifact') === '' ? false : core.getBooleanInput('upload-artifact'),
+    'upload-artifact': booleanInput('upload-artifact', false),
     'artifact-name': core.getInput('artifact-name'),
     'retention-days': core.getInput('retention-days'),
     wait: booleanInput('wait', false),

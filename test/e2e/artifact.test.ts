@@ -331,7 +331,7 @@ describe('inputs checked before any request', () => {
 
   test('upload-artifact that is not a boolean names the input', async () => {
     const run = await act({ 'job-id': LORA, 'upload-artifact': 'yes' });
-    failed(run, /upload-artifact/);
+    failed(run, /Input `upload-artifact`: "yes" is not a boolean/);
     assert.equal(api.requests.length, 0);
     assert.equal(results.requests.length, 0);
   });
