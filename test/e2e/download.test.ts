@@ -13,8 +13,9 @@ import { makeArchive, peftAdapterFiles } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
 import {
   type ActionRun,
-  assertNoLeak,
-  errorsOf,
+  assertCleanRun,
+  assertFailed,
+  assertSucceeded,
   FAST_RETRY,
   listFiles,
   type RunOptions,
@@ -111,28 +112,12 @@ beforeEach(() => {
 async function act(inputs: Record<string, string>, options: Omit<RunOptions, 'inputs'> = {}): Promise<ActionRun> {
   const run = await runAction({ inputs: { 'api-key': KEY, 'base-url': api.url, ...inputs }, ...options });
   runs.push(run);
-  assertNoLeak(run, KEY);
-  assert.deepEqual(listFiles(run.runnerTemp), [], 'RUNNER_TEMP must be left empty');
-  assert.ok(
-    !listFiles(run.workspace).some((f) => f.endsWith('.partial')),
-    `a temp file was left behind: ${listFiles(run.workspace).join(', ')}`,
-  );
-  assert.ok(!run.stdout.includes('    at '), 'no stack trace in the log');
+  assertCleanRun(run, KEY);
   return run;
 }
 
-function succeeded(run: ActionRun): void {
-  assert.equal(run.code, 0, `the action failed:\n${run.stdout}\n${run.stderr}`);
-}
-
-function failed(run: ActionRun, ...patterns: RegExp[]): string {
-  assert.equal(run.code, 1, `expected a failure:\n${run.stdout}`);
-  const errors = errorsOf(run);
-  assert.equal(errors.split('\n').length, 1, `exactly one error line, got:\n${errors}`);
-  for (const p of patterns) assert.match(errors, p);
-  assert.deepEqual(run.outputs, {}, 'a failed run sets no outputs');
-  return errors;
-}
+const succeeded = assertSucceeded;
+const failed = assertFailed;
 
 function downloads() {
   return api.requests.filter((r) => r.endpoint === 'download');

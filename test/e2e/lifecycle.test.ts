@@ -10,7 +10,16 @@ import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { makeArchive, peftAdapterFiles } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
-import { type ActionRun, assertNoLeak, errorsOf, listFiles, type RunOptions, removeScratch, runAction } from '../support/run-action.js';
+import {
+  type ActionRun,
+  assertCleanRun,
+  assertFailed,
+  assertSucceeded,
+  listFiles,
+  type RunOptions,
+  removeScratch,
+  runAction,
+} from '../support/run-action.js';
 import { hostileArchive, type RawEntry } from '../support/tar-writer.js';
 
 const KEY = 'tgp_v1_lifecycle-secret-Hn4kP9';
@@ -97,26 +106,12 @@ function listAll(dir: string): string[] {
 async function act(inputs: Record<string, string>, options: Omit<RunOptions, 'inputs'> = {}): Promise<ActionRun> {
   const run = await runAction({ inputs: { 'api-key': KEY, 'base-url': api.url, ...inputs }, ...options });
   runs.push(run);
-  assertNoLeak(run, KEY);
-  assert.deepEqual(listFiles(run.runnerTemp), [], 'RUNNER_TEMP must be left empty');
-  const leftovers = listAll(run.workspace).filter((f) => /\.(partial|old)$/.test(f));
-  assert.deepEqual(leftovers, [], 'no temp file or temp folder may be left behind');
-  assert.ok(!run.stdout.includes('    at '), 'no stack trace in the log');
+  assertCleanRun(run, KEY);
   return run;
 }
 
-function succeeded(run: ActionRun): void {
-  assert.equal(run.code, 0, `the action failed:\n${run.stdout}\n${run.stderr}`);
-}
-
-function failed(run: ActionRun, ...patterns: RegExp[]): string {
-  assert.equal(run.code, 1, `expected a failure:\n${run.stdout}`);
-  const errors = errorsOf(run);
-  assert.equal(errors.split('\n').length, 1, `exactly one error line, got:\n${errors}`);
-  for (const p of patterns) assert.match(errors, p);
-  assert.deepEqual(run.outputs, {}, 'a failed run sets no outputs');
-  return errors;
-}
+const succeeded = assertSucceeded;
+const failed = assertFailed;
 
 const downloads = () => api.requests.filter((r) => r.endpoint === 'download');
 const jobRequests = () => api.requests.filter((r) => r.endpoint === 'job');

@@ -147,6 +147,33 @@ export function assertNoLeak(run: ActionRun, secret: string): void {
   assert.ok(!run.summary.includes(secret), 'the API key leaked into the summary');
 }
 
+/**
+ * What every run must leave behind, failed or not: no API key in sight, an empty RUNNER_TEMP, no
+ * temp file or folder (`.partial`, `.old`, artifact staging) in the workspace, no stack trace.
+ */
+export function assertCleanRun(run: ActionRun, apiKey: string): void {
+  assertNoLeak(run, apiKey);
+  assert.deepEqual(listFiles(run.runnerTemp), [], 'RUNNER_TEMP must be left empty');
+  const entries = fs.existsSync(run.workspace) ? (fs.readdirSync(run.workspace, { recursive: true }) as string[]) : [];
+  const leftovers = entries.filter((e) => /\.(partial|old)$/.test(e) || e.includes('.together-download-artifact-'));
+  assert.deepEqual(leftovers, [], 'no temp file or temp folder may be left behind');
+  assert.ok(!run.stdout.includes('    at '), 'no stack trace in the log');
+}
+
+export function assertSucceeded(run: ActionRun): void {
+  assert.equal(run.code, 0, `the action failed:\n${run.stdout}\n${run.stderr}`);
+}
+
+/** A failed run: exit code 1, exactly one error line matching every pattern, no outputs. */
+export function assertFailed(run: ActionRun, ...patterns: RegExp[]): string {
+  assert.equal(run.code, 1, `expected a failure:\n${run.stdout}`);
+  const errors = errorsOf(run);
+  assert.equal(errors.split('\n').length, 1, `exactly one error line, got:\n${errors}`);
+  for (const p of patterns) assert.match(errors, p);
+  assert.deepEqual(run.outputs, {}, 'a failed run sets no outputs');
+  return errors;
+}
+
 /** Every file below `dir`, relative, hidden ones included. */
 export function listFiles(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
