@@ -67,8 +67,8 @@ class PieceError extends Error {
 /**
  * Downloads the archive as parallel byte ranges written in place into `tempFile`. Each piece is
  * retried and resumed on its own from where it stopped, a piece that receives nothing for the
- * stall timeout is aborted and retried, and the sha256 is computed in order as pieces complete,
- * so no separate pass over the file is needed afterwards.
+ * stall timeout is aborted and retried, and the sha256 follows the written prefix of the file,
+ * so no separate pass over it is needed afterwards.
  */
 export async function downloadRanged(
   probe: ProbeResult & { total: number },

@@ -3,25 +3,33 @@
  * GitHub Actions results service (Twirp) and a real Azurite blob store that receives the upload.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { makeArchive, peftAdapterFiles } from '../support/archives.js';
+import { parse } from 'yaml';
+import { makeArchive, peftAdapterFiles, sha256 } from '../support/archives.js';
 import { type Azurite, startAzurite } from '../support/azurite.js';
 import { type ArtifactRecord, type FakeResults, startFakeResults } from '../support/fake-results.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
-import { type ActionRun, assertCleanRun, errorsOf, listFiles, type RunOptions, removeScratch, runAction } from '../support/run-action.js';
+import {
+  type ActionRun,
+  assertCleanRun,
+  errorsOf,
+  listFiles,
+  ROOT,
+  type RunOptions,
+  removeScratch,
+  runAction,
+} from '../support/run-action.js';
+import { loraJob, SAMPLE_JOB_ID, SAMPLE_SLUG } from '../support/sample-job.js';
 
 const KEY = 'tgp_v1_artifact-e2e-secret-Pw7kQ2';
-const LORA = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
-const OUTPUT_NAME = 'user@example.com/Meta-Llama-3.1-8B-Instruct-Reference-my_suffix-abc123';
-const SLUG = 'user@example.com--meta-llama-3.1-8b-instruct-reference-my-suffix-abc123';
+const LORA = SAMPLE_JOB_ID;
+const SLUG = SAMPLE_SLUG;
 const MERGED_NAME = `${SLUG}.tar.zst`;
 const ADAPTER_NAME = `${SLUG}-adapter.tar.zst`;
 const DAY_MS = 24 * 60 * 60 * 1000;
-
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 let api: FakeTogether;
 let azurite: Azurite;
@@ -33,18 +41,13 @@ const runs: ActionRun[] = [];
 
 function jobs(): FakeJob[] {
   return [
-    {
-      id: LORA,
-      status: 'completed',
-      model: 'meta-llama/Meta-Llama-3.1-8B-Instruct-Reference',
-      model_output_name: OUTPUT_NAME,
-      training_type: { type: 'Lora', lora_r: 8, lora_alpha: 16, lora_dropout: 0.05, lora_trainable_modules: 'all-linear' },
+    loraJob({
       checkpoints: [
         { step: 30, checkpoint_type: 'Final Adapter', checkpoint: 'adapter' },
         { step: 30, checkpoint_type: 'Final Merged', checkpoint: 'model' },
       ],
       archives: { adapter, merged },
-    },
+    }),
   ];
 }
 
@@ -262,6 +265,18 @@ describe('upload-artifact', () => {
     succeeded(run);
     const artifact = only(results.artifacts);
     assert.equal(run.outputs['artifact-url'], `https://octo.ghe.com/octo-org/models/actions/runs/4242/artifacts/${artifact.id}`);
+  });
+});
+
+describe('every feature at once', () => {
+  test('extract, cache and upload-artifact together set every output action.yml declares', async () => {
+    const declared = Object.keys((parse(fs.readFileSync(path.join(ROOT, 'action.yml'), 'utf8')) as { outputs: object }).outputs);
+    const run = await act({ 'job-id': LORA, 'checkpoint-type': 'adapter', extract: 'true', cache: 'true' });
+    assert.equal(run.code, 0, run.stdout);
+    assert.deepEqual(Object.keys(run.outputs).sort(), [...declared].sort());
+    assert.equal(run.outputs['cache-hit'], 'false');
+    assert.ok(fs.existsSync(path.join(run.outputs['model-dir'], 'adapter_config.json')));
+    assert.equal(run.outputs['artifact-digest'], run.outputs.sha256);
   });
 });
 

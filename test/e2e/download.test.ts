@@ -4,12 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { makeArchive, peftAdapterFiles } from '../support/archives.js';
+import { makeArchive, peftAdapterFiles, sha256 } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
 import {
   type ActionRun,
@@ -22,17 +22,15 @@ import {
   removeScratch,
   runAction,
 } from '../support/run-action.js';
+import { loraJob, SAMPLE_JOB_ID, SAMPLE_SLUG } from '../support/sample-job.js';
 
 const exec = promisify(execFile);
 const KEY = 'tgp_v1_e2e-secret-Zq8xW3';
-const LORA = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
+const LORA = SAMPLE_JOB_ID;
 const FULL = 'ft-0b0b0b0b-1111-2222-3333-444455556666';
 const RUNNING = 'ft-7a7a7a7a-aaaa-bbbb-cccc-ddddeeeeffff';
 const HOSTILE = 'ft-dead0000-beef-4000-8000-000000000bad';
-const OUTPUT_NAME = 'user@example.com/Meta-Llama-3.1-8B-Instruct-Reference-my_suffix-abc123';
-const SLUG = 'user@example.com--meta-llama-3.1-8b-instruct-reference-my-suffix-abc123';
-
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const SLUG = SAMPLE_SLUG;
 
 let api: FakeTogether;
 let adapter: Buffer;
@@ -44,12 +42,7 @@ const runs: ActionRun[] = [];
 
 function jobs(): FakeJob[] {
   return [
-    {
-      id: LORA,
-      status: 'completed',
-      model: 'meta-llama/Meta-Llama-3.1-8B-Instruct-Reference',
-      model_output_name: OUTPUT_NAME,
-      training_type: { type: 'Lora', lora_r: 8, lora_alpha: 16, lora_dropout: 0.05, lora_trainable_modules: 'all-linear' },
+    loraJob({
       checkpoints: [
         { step: 10, checkpoint_type: 'Intermediate', checkpoint: 'adapter' },
         { step: 20, checkpoint_type: 'Intermediate', checkpoint: 'adapter' },
@@ -57,7 +50,7 @@ function jobs(): FakeJob[] {
         { step: 30, checkpoint_type: 'Final Merged', checkpoint: 'model' },
       ],
       archives: { adapter, merged, 'adapter@10': step10Adapter, 'merged@10': merged, 'adapter@20': adapter },
-    },
+    }),
     {
       id: FULL,
       status: 'completed',

@@ -4,12 +4,12 @@
  * clear failure, never a wrong file, and never shows the API key.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import fc from 'fast-check';
-import { makeArchive } from '../support/archives.js';
+import { makeArchive, sha256 } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, type Faults, type Reply, startFakeTogether } from '../support/fake-together.js';
 import { type ForwardProxy, startProxy } from '../support/proxy.js';
 import {
@@ -27,7 +27,6 @@ import {
 const KEY = 'tgp_v1_faults-secret-9Kq2';
 const SIGNATURE = 'X-Signature=sig-0123456789abcdef-secret';
 const JOB = 'ft-5a5a5a5a-0000-4000-8000-000000000001';
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 let api: FakeTogether;
 let storage: FakeTogether;

@@ -3,12 +3,12 @@
  * Together API, crafted hostile archives and a real tool cache folder shared between runs.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { makeArchive, peftAdapterFiles } from '../support/archives.js';
+import { makeArchive, peftAdapterFiles, sha256 } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
 import {
   type ActionRun,
@@ -20,14 +20,13 @@ import {
   removeScratch,
   runAction,
 } from '../support/run-action.js';
+import { SAMPLE_JOB_ID, SAMPLE_MODEL, SAMPLE_OUTPUT_NAME, SAMPLE_SLUG } from '../support/sample-job.js';
 import { hostileArchive, type RawEntry } from '../support/tar-writer.js';
 
 const KEY = 'tgp_v1_lifecycle-secret-Hn4kP9';
-const LORA = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
+const LORA = SAMPLE_JOB_ID;
 const TRAINING = 'ft-7a7a7a7a-aaaa-bbbb-cccc-ddddeeeeffff';
-const SLUG = 'user@example.com--meta-llama-3.1-8b-instruct-reference-my-suffix-abc123';
-
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const SLUG = SAMPLE_SLUG;
 
 let api: FakeTogether;
 let merged: Buffer;
@@ -43,8 +42,8 @@ function jobs(): FakeJob[] {
     {
       id: LORA,
       status: 'completed',
-      model: 'meta-llama/Meta-Llama-3.1-8B-Instruct-Reference',
-      model_output_name: 'user@example.com/Meta-Llama-3.1-8B-Instruct-Reference-my_suffix-abc123',
+      model: SAMPLE_MODEL,
+      model_output_name: SAMPLE_OUTPUT_NAME,
       training_type: { type: 'Lora', lora_r: 8, lora_alpha: 16 },
       checkpoints: [
         { step: 10, checkpoint_type: 'Intermediate', checkpoint: 'adapter' },

@@ -3,7 +3,7 @@
  * archives made with GNU tar, and large zstd-looking files for benchmarks.
  */
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -22,6 +22,9 @@ export interface F32Tensor {
  * ({name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}) padded with spaces
  * so that the data starts on an 8-byte boundary, then the raw little-endian tensor data.
  */
+/** Lowercase hex SHA-256, what the action's `sha256` output must equal. */
+export const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
+
 export function safetensors(tensors: Record<string, F32Tensor>): Buffer {
   const names = Object.keys(tensors).sort();
   const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };

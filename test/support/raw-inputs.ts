@@ -1,11 +1,10 @@
 import type { RawInputs } from '../../src/inputs.js';
-
-export const VALID_JOB_ID = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
+import { SAMPLE_JOB_ID } from './sample-job.js';
 
 /** A valid set of raw inputs, as a runner with the declared defaults would give them. */
 export function rawInputs(overrides: Partial<RawInputs> = {}): RawInputs {
   return {
-    'job-id': VALID_JOB_ID,
+    'job-id': SAMPLE_JOB_ID,
     step: '',
     'checkpoint-type': '',
     path: '',

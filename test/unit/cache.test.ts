@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -15,9 +14,9 @@ import {
   restoreFromCache,
   storeInCache,
 } from '../../src/cache.js';
+import { sha256 } from '../support/archives.js';
 
 const JOB = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('cache key encoding', () => {
   test('job id, step and checkpoint type become a semver prerelease', () => {
