@@ -1,6 +1,8 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as core from '@actions/core';
 import * as tc from '@actions/tool-cache';
+import { trackTempFile } from './destination.js';
 import { ActionError } from './errors.js';
 import { displayUrl } from './format.js';
 import type { ProbeResult } from './probe.js';
@@ -10,6 +12,8 @@ import { explainHttpStatus, type RequestContext } from './together.js';
 
 /** tool-cache makes this many attempts itself. */
 export const TOOL_CACHE_ATTEMPTS = 3;
+/** How often tool-cache is started again after it refused to go on over its own leftover file. */
+const LEFTOVER_RESTARTS = 2;
 
 export interface DownloadResult {
   bytes: number;
@@ -59,9 +63,17 @@ export async function downloadWithToolCache(
   tempFile: string,
   context: RequestContext,
 ): Promise<DownloadResult> {
+  // tool-cache writes into a folder of its own. When a response breaks before tool-cache's file is
+  // open, the open can finish after tool-cache removed the file for its next attempt: the file is
+  // back, every later attempt refuses to start ("already exists"), and the file would outlive the
+  // run. Such a refusal is recognised below, and a late open into the removed folder fails instead.
+  const folder = `${tempFile}.d`;
+  const removeFolder = trackTempFile(folder);
+  await fs.promises.mkdir(folder);
+  const file = path.join(folder, 'archive');
   const progress = new ProgressReporter(probe.total);
   const sizeNow = () =>
-    fs.promises.stat(tempFile).then(
+    fs.promises.stat(file).then(
       (s) => s.size,
       () => 0,
     );
@@ -74,14 +86,36 @@ export async function downloadWithToolCache(
   const query = new URL(url).search.slice(1);
   if (probe.relativeRedirect && query) core.setSecret(query);
   try {
-    await tc.downloadTool(url, tempFile, sendAuth ? `Bearer ${apiKey}` : undefined, { accept: 'application/octet-stream' });
-  } catch (error) {
-    throw explainDownloadError(error, probe, context);
+    for (let restarts = 0; ; restarts++) {
+      try {
+        await tc.downloadTool(url, file, sendAuth ? `Bearer ${apiKey}` : undefined, { accept: 'application/octet-stream' });
+        break;
+      } catch (error) {
+        if (!isLeftoverRefusal(error, file)) throw explainDownloadError(error, probe, context);
+        if (restarts === LEFTOVER_RESTARTS) {
+          throw new ActionError(
+            `The download from ${displayUrl(probe.url)} failed: ${restarts + 1} times the response broke off before its first byte was saved. The server accepts the request but does not send the archive; run the job again later.`,
+            { cause: error },
+          );
+        }
+        core.info(
+          'A response broke off before its first byte was saved, and tool-cache will not retry over the empty file it left behind: removed it, starting again.',
+        );
+        await fs.promises.rm(file, { force: true });
+      }
+    }
+    const bytes = await sizeNow();
+    await fs.promises.rename(file, tempFile);
+    return { bytes, elapsedMs: progress.finish(bytes) };
   } finally {
     clearInterval(timer);
+    await removeFolder();
   }
-  const bytes = await sizeNow();
-  return { bytes, elapsedMs: progress.finish(bytes) };
+}
+
+/** tool-cache's refusal to start an attempt because the file from a failed one is still there. */
+function isLeftoverRefusal(error: unknown, file: string): boolean {
+  return error instanceof Error && error.message === `Destination file path ${file} already exists`;
 }
 
 function explainDownloadError(error: unknown, probe: ProbeResult, context: RequestContext): unknown {

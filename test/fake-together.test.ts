@@ -398,6 +398,28 @@ describe('fake Together API faults', () => {
     assert.deepEqual(Buffer.from(await r2.arrayBuffer()), merged.subarray(10, 20));
   });
 
+  test('cutWholeOnceAfter cuts only the first response without Range, once', async () => {
+    fake.setFaults({ cutWholeOnceAfter: 1000 });
+    const ranged = await fetch(dl(), { headers: { ...auth, range: 'bytes=0-4999' } });
+    assert.deepEqual(Buffer.from(await ranged.arrayBuffer()), merged.subarray(0, 5000));
+    const first = await fetch(dl(), { headers: auth });
+    await assert.rejects(first.arrayBuffer());
+    assert.equal(fake.requests.at(-1)!.bodyBytes, 1000);
+    const second = await fetch(dl(), { headers: auth });
+    assert.deepEqual(Buffer.from(await second.arrayBuffer()), merged);
+  });
+
+  test('bodyAfterMs sends the headers at once and the body after the pause', async () => {
+    fake.setFaults({ bodyAfterMs: 600 });
+    const t0 = Date.now();
+    const res = await fetch(dl(), { headers: auth });
+    const headersAt = Date.now() - t0;
+    const body = Buffer.from(await res.arrayBuffer());
+    const bodyAt = Date.now() - t0;
+    assert.deepEqual(body, merged);
+    assert.ok(bodyAt >= 590, `body after ${bodyAt} ms`);
+    assert.ok(bodyAt - headersAt >= 300, `headers after ${headersAt} ms, body after ${bodyAt} ms`);
+  });
   test('contentLength lies: larger announced length ends in a broken body', async () => {
     fake.setFaults({ contentLength: (n) => n + 100 });
     const res = await fetch(dl(), { headers: auth });

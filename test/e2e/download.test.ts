@@ -21,6 +21,7 @@ import {
   type RunOptions,
   removeScratch,
   runAction,
+  SLOW_OPEN,
 } from '../support/run-action.js';
 import { loraJob, SAMPLE_JOB_ID, SAMPLE_SLUG } from '../support/sample-job.js';
 
@@ -357,7 +358,7 @@ describe('path', () => {
   });
 
   test('a failed download leaves an older file untouched, and nothing else', async () => {
-    api.setFaults({ ignoreRange: true, cutBodyAfter: 1000 });
+    api.setFaults({ ignoreRange: true, cutBodyAfter: 1000, bodyAfterMs: 100 });
     const run = await act(
       { 'job-id': LORA, path: 'keep/model.tar.zst' },
       {
@@ -374,7 +375,7 @@ describe('path', () => {
   });
 
   test('a failed download into new directories removes them again', async () => {
-    api.setFaults({ ignoreRange: true, cutBodyAfter: 1000 });
+    api.setFaults({ ignoreRange: true, cutBodyAfter: 1000, bodyAfterMs: 100 });
     const run = await act({ 'job-id': LORA, path: 'new/dirs/' }, { nodeArgs: ['--import', FAST_RETRY] });
     failed(run, /failed after 3 attempts/);
     assert.deepEqual(fs.readdirSync(run.workspace), []);
@@ -517,7 +518,9 @@ const notProbe = (r: { range?: string }) => r.range !== 'bytes=0-1';
 
 for (const mode of [
   { name: 'parallel ranges', faults: {}, nodeArgs: [] as string[] },
-  { name: 'one stream (server ignores Range)', faults: { ignoreRange: true }, nodeArgs: ['--import', FAST_RETRY] },
+  // The body follows the headers after a pause, so a cut never comes before tool-cache's file is
+  // open: that race has tests of its own below.
+  { name: 'one stream (server ignores Range)', faults: { ignoreRange: true, bodyAfterMs: 100 }, nodeArgs: ['--import', FAST_RETRY] },
 ]) {
   const ranged = mode.name === 'parallel ranges';
   describe(`faults during the download: ${mode.name}`, () => {
@@ -583,6 +586,33 @@ for (const mode of [
     });
   });
 }
+
+describe('one stream: a response that breaks before tool-cache has its file open', () => {
+  // In production tool-cache sleeps 10-20 s between attempts, long enough for a late open to
+  // recreate the file it has just removed; here 1 s, and opens are 100 ms late.
+  const slow = (times?: number) => ({
+    nodeArgs: ['--import', FAST_RETRY, '--import', SLOW_OPEN],
+    env: { TOOL_CACHE_RETRY_SECONDS: '1', SLOW_OPEN_MS: '100', SLOW_OPEN_TIMES: times?.toString() },
+  });
+
+  test('tool-cache is started again over its leftover file, and the download completes', async () => {
+    api.setFaults({ ignoreRange: true, cutWholeOnceAfter: 1000 });
+    const run = await act({ 'job-id': LORA }, slow(1));
+    succeeded(run);
+    assert.equal(run.outputs.sha256, sha256(merged));
+    assert.match(run.stdout, /tool-cache will not retry over the empty file it left behind: removed it, starting again/);
+    assert.equal(downloads().length, 3, 'the probe, the broken response, the one after the restart');
+    assert.deepEqual(listFiles(run.workspace), [path.basename(run.outputs.path)]);
+  });
+
+  test('when every response breaks at once it gives up after three starts and leaves nothing', async () => {
+    api.setFaults({ ignoreRange: true, cutBodyAfter: 1000 });
+    const run = await act({ 'job-id': LORA, path: 'out/' }, slow());
+    failed(run, /3 times the response broke off before its first byte was saved/, /run the job again later/);
+    assert.equal(downloads().length, 4, 'the probe and one real attempt per start');
+    assert.deepEqual(fs.readdirSync(run.workspace), []);
+  });
+});
 
 describe('parallel ranges', () => {
   test('a larger archive is split over several connections and reassembled exactly', async () => {

@@ -60,6 +60,10 @@ export interface Faults {
   contentLength?: (realLength: number) => number;
   /** destroy the socket after this many body bytes of any download response */
   cutBodyAfter?: number;
+  /** the first download response to a request without Range is cut after this many body bytes; then the fault is spent */
+  cutWholeOnceAfter?: number;
+  /** send a download response's headers, then wait this long before its body (so a client has its file open when a cut comes) */
+  bodyAfterMs?: number;
   /** download content type (default application/octet-stream) */
   contentType?: string;
   /** send the download body chunked, without Content-Length */
@@ -476,8 +480,13 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
     // how many bytes we may send: the cut fault and a Content-Length lie both limit it
     let limit = realLength;
     if (announced !== undefined) limit = Math.min(limit, announced);
-    const cut = f.cutBodyAfter !== undefined && f.cutBodyAfter < limit;
+    let cut = f.cutBodyAfter !== undefined && f.cutBodyAfter < limit;
     if (cut) limit = f.cutBodyAfter!;
+    if (f.cutWholeOnceAfter !== undefined && req.headers.range === undefined) {
+      cut ||= f.cutWholeOnceAfter < limit;
+      limit = Math.min(limit, f.cutWholeOnceAfter);
+      f.cutWholeOnceAfter = undefined;
+    }
     // a Content-Length larger than what we send: the connection must be dropped after the body
     let dropAfter = cut || (announced !== undefined && announced > limit);
     // one-shot faults, consumed by the first response they apply to
@@ -499,6 +508,10 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
       closed = true;
     };
     res.on('close', onClose);
+    if (f.bodyAfterMs) {
+      res.flushHeaders();
+      await sleep(f.bodyAfterMs);
+    }
     const chunks = sourceChunks(src, start, start + limit - 1);
     const rate = f.bytesPerSecond;
     const slice = rate ? Math.max(1, Math.min(64 * 1024, Math.floor(rate / 20))) : Infinity;

@@ -15,6 +15,8 @@ export const DIST = path.join(ROOT, 'dist', 'index.js');
 export const FAST_RETRY = path.join(ROOT, 'test', 'support', 'fast-retry.mjs');
 /** Preload that resolves host names under `.test` to 127.0.0.1. */
 export const TEST_HOSTS = path.join(ROOT, 'test', 'support', 'test-hosts.mjs');
+/** Preload that makes opening tool-cache's download file slow (SLOW_OPEN_MS, SLOW_OPEN_TIMES). */
+export const SLOW_OPEN = path.join(ROOT, 'test', 'support', 'slow-open.mjs');
 
 export interface ActionRun {
   code: number | null;
