@@ -166,6 +166,14 @@ export class EntryValidator {
     if (!FILE_TYPES.has(type) && entry.size !== 0) {
       throw new UnsafeArchiveError(entry.name, `is a ${type === '5' ? 'directory' : 'link'} that claims ${entry.size} bytes of data`);
     }
+    if (FILE_TYPES.has(type) && entry.name.endsWith('/')) {
+      // GNU tar extracts such a file as a folder and then reads its data as further entries,
+      // which this check would never see.
+      throw new UnsafeArchiveError(
+        entry.name,
+        'is a file whose name ends in "/": tar would make it a folder and read its data as more entries',
+      );
+    }
     if (parts.length === 0) {
       if (type !== '5') throw new UnsafeArchiveError(entry.name, 'has an empty name');
       return; // `./`: the folder itself.
@@ -221,7 +229,9 @@ export class EntryValidator {
   private checkSymlink(entry: TarEntry, parts: string[]): void {
     const target = entry.linkName;
     const outside = `is a symbolic link to ${shown(target)}, outside the folder`;
-    if (target === '' || target.includes('\0')) throw new UnsafeArchiveError(entry.name, 'is a symbolic link with an empty target');
+    if (target === '') throw new UnsafeArchiveError(entry.name, 'is a symbolic link with an empty target');
+    // tar would cut the target at the NUL: the link it makes is not the one checked here.
+    if (target.includes('\0')) throw new UnsafeArchiveError(entry.name, 'is a symbolic link with a NUL character in its target');
     if (target.includes('\\')) throw new UnsafeArchiveError(entry.name, `is a symbolic link to ${shown(target)}, with a backslash in it`);
     if (target.startsWith('/') || /^[A-Za-z]:/.test(target)) throw new UnsafeArchiveError(entry.name, outside);
     const steps = components(target);

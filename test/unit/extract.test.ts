@@ -232,6 +232,14 @@ describe('checking entries', () => {
   test('rejects a FIFO', () => rejects([{ name: 'pipe', type: '6' }], /FIFO/));
   test('rejects unknown entry types', () => rejects([{ name: 'vol', type: 'V' }], /entry type "V"/));
   test('rejects sparse files', () => rejects([pax({ 'GNU.sparse.name': '/etc/x', 'GNU.sparse.major': '1' }), file('a')], /sparse/));
+  test('rejects a file whose name ends in / (GNU tar makes it a folder and reads its data as entries)', async () => {
+    const hidden = tarOf([file('../hidden')], { end: false });
+    await rejects([{ name: 'model/', data: hidden }], /"model\/" is a file whose name ends in "\/"/);
+    await rejects([{ name: 'model/', type: '7', data: hidden }], /ends in "\/"/);
+    await rejects([pax({ path: 'model/' }), { name: 'innocent', data: hidden }], /ends in "\/"/);
+  });
+  test('rejects a pax linkpath with a NUL (tar cuts the target there)', () =>
+    rejects([pax({ linkpath: '..\0x' }), symlink('l', 'placeholder')], /NUL character in its target/));
   test('rejects a link that claims data', () =>
     rejects([{ name: 'l', type: '2', linkName: 'x', size: 512, data: Buffer.alloc(512) }], /claims 512 bytes/));
   test('repeated directory entries are fine', async () => {
