@@ -53,10 +53,10 @@ async function uploadArtifact(file, name, sha256, retentionDays) {
             throw explainUploadError(error, name);
         });
         if (result.id === undefined)
-            throw new _errors_js__WEBPACK_IMPORTED_MODULE_5__/* .ActionError */ .lZ(`The artifact service did not return an id for artifact ${name}.`);
+            throw new _errors_js__WEBPACK_IMPORTED_MODULE_5__/* .ActionError */ .lZ(`The artifact service did not return an id for artifact ${name}, so the upload cannot be confirmed. Run the job again; if it persists, set \`upload-artifact: false\` and upload with actions/upload-artifact.`);
         // Ask the service what it stored, rather than trusting the digest computed while sending.
         const stored = await client.getArtifact(name).then((found) => found.artifact.digest, (error) => {
-            throw new _errors_js__WEBPACK_IMPORTED_MODULE_5__/* .ActionError */ .lZ(`Artifact ${name} was uploaded but could not be read back from the artifact service: ${(0,_errors_js__WEBPACK_IMPORTED_MODULE_5__/* .messageOf */ .bD)(error)}`);
+            throw new _errors_js__WEBPACK_IMPORTED_MODULE_5__/* .ActionError */ .lZ(`Artifact ${name} was uploaded but could not be read back from the artifact service to confirm its sha256 (${(0,_errors_js__WEBPACK_IMPORTED_MODULE_5__/* .messageOf */ .bD)(error)}). Check the run's artifacts, or run the job again.`);
         });
         const digest = (stored ?? '').replace(/^sha256:/, '').toLowerCase();
         if (digest !== sha256) {

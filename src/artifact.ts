@@ -40,12 +40,17 @@ export async function uploadArtifact(file: string, name: string, sha256: string,
       .catch((error: unknown) => {
         throw explainUploadError(error, name);
       });
-    if (result.id === undefined) throw new ActionError(`The artifact service did not return an id for artifact ${name}.`);
+    if (result.id === undefined)
+      throw new ActionError(
+        `The artifact service did not return an id for artifact ${name}, so the upload cannot be confirmed. Run the job again; if it persists, set \`upload-artifact: false\` and upload with actions/upload-artifact.`,
+      );
     // Ask the service what it stored, rather than trusting the digest computed while sending.
     const stored = await client.getArtifact(name).then(
       (found) => found.artifact.digest,
       (error: unknown) => {
-        throw new ActionError(`Artifact ${name} was uploaded but could not be read back from the artifact service: ${messageOf(error)}`);
+        throw new ActionError(
+          `Artifact ${name} was uploaded but could not be read back from the artifact service to confirm its sha256 (${messageOf(error)}). Check the run's artifacts, or run the job again.`,
+        );
       },
     );
     const digest = (stored ?? '').replace(/^sha256:/, '').toLowerCase();

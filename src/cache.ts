@@ -9,16 +9,17 @@
  *     together-download.json    what it is: key, format, size, sha256
  *   $RUNNER_TOOL_CACHE/together-model/0.0.0-<...>/any.complete
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import * as tc from '@actions/tool-cache';
 import type { ArchiveFormat } from './archive-format.js';
 import type { FetchedType } from './checkpoint.js';
-import { prepareDirectory, requireFreeSpace, tempPathFor, trackTempFile } from './destination.js';
+import { prepareDirectory, requireFreeSpace, type SpaceNeed, tempPathFor, trackTempFile } from './destination.js';
 import { formatBytes, formatDuration } from './format.js';
 import { ARCHIVE_EXTENSIONS } from './naming.js';
+import { hashFile } from './verify.js';
 
 export const CACHE_TOOL = 'together-model';
 /** A model is the same on every architecture; one fixed arch keeps store and lookup in step. */
@@ -100,16 +101,6 @@ function cacheRoot({ warn = true } = {}): string | undefined {
   return root || undefined;
 }
 
-async function sha256Of(file: string): Promise<{ size: number; sha256: string }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of fs.createReadStream(file, { highWaterMark: 4 * 1024 * 1024 })) {
-    hash.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { size, sha256: hash.digest('hex') };
-}
-
 function readMeta(dir: string, key: CacheKey): CacheMeta | string {
   let meta: Partial<CacheMeta>;
   try {
@@ -134,8 +125,8 @@ async function evict(dir: string): Promise<void> {
 
 /**
  * The cached archive for `key`, or undefined on a miss. A hit has its sha256 checked against what
- * was stored (unless `verify` is false, for a dry run); an entry that fails any check is removed
- * with a warning and counts as a miss.
+ * was stored (unless `verify` is false, for a dry run); an entry that fails any check counts as a
+ * miss, with a warning, and is removed (a dry run leaves it).
  */
 export async function findCachedArchive(key: CacheKey, { verify = true } = {}): Promise<CachedArchive | undefined> {
   if (!cacheRoot()) return undefined;
@@ -153,6 +144,11 @@ export async function findCachedArchive(key: CacheKey, { verify = true } = {}): 
   }
   const meta = readMeta(dir, key);
   const reject = async (why: string) => {
+    if (!verify) {
+      // A dry run writes nothing, not even a removal.
+      core.warning(`The tool-cache entry ${dir} is unusable: ${why}. A run without \`dry-run\` removes it and downloads again.`);
+      return undefined;
+    }
     core.warning(`The tool-cache entry ${dir} is unusable: ${why}. It was removed; downloading again.`);
     await evict(dir);
     return undefined;
@@ -163,7 +159,7 @@ export async function findCachedArchive(key: CacheKey, { verify = true } = {}): 
   if (size !== meta.size) return reject(size === undefined ? 'its archive is missing' : `its archive has ${size} bytes, not ${meta.size}`);
   if (verify) {
     const started = Date.now();
-    const actual = await sha256Of(archive);
+    const actual = await hashFile(archive);
     if (actual.sha256 !== meta.sha256) return reject(`its archive's sha256 is ${actual.sha256}, not the ${meta.sha256} stored with it`);
     core.info(
       `Cache hit: ${describeKey(key)}, ${formatBytes(meta.size)}, sha256 ${meta.sha256} checked in ${formatDuration((Date.now() - started) / 1000)}`,
@@ -179,7 +175,7 @@ export async function findCachedArchive(key: CacheKey, { verify = true } = {}): 
  * A hard link when both paths are on one file system (no second copy of many GB), else a copy
  * (after checking that it fits).
  */
-async function linkOrCopy(source: string, dest: string, size: number): Promise<'hard link' | 'copy'> {
+async function linkOrCopy(source: string, dest: string, size: number, need?: SpaceNeed): Promise<'hard link' | 'copy'> {
   try {
     await fs.promises.link(source, dest);
     return 'hard link';
@@ -187,7 +183,7 @@ async function linkOrCopy(source: string, dest: string, size: number): Promise<'
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EEXIST' || code === 'ENOENT') throw error;
   }
-  await requireFreeSpace(path.dirname(dest), size);
+  await requireFreeSpace(path.dirname(dest), size, need);
   await fs.promises.copyFile(source, dest);
   return 'copy';
 }
@@ -242,7 +238,10 @@ export async function storeInCache(
     removeStaging = trackTempFile(staging);
     await fs.promises.mkdir(staging);
     const file = `archive${ARCHIVE_EXTENSIONS[facts.format]}`;
-    const how = await linkOrCopy(archive, path.join(staging, file), facts.size);
+    const how = await linkOrCopy(archive, path.join(staging, file), facts.size, {
+      what: 'a copy of the archive needs',
+      advice: 'set `cache: false`',
+    });
     const meta: CacheMeta = {
       jobId: key.jobId,
       step: key.step ?? null,

@@ -54,7 +54,7 @@ export function requireCompleted(job: JobState): void {
     );
   }
   throw new ActionError(
-    `Fine-tuning job ${job.id} is not finished yet (status \`${status}\`), so its final model cannot be downloaded. Run this step again once the job is \`completed\`; checkpoints it has already saved can be fetched now with the \`step\` input.`,
+    `Fine-tuning job ${job.id} is not finished yet (status \`${status}\`), so its final model cannot be downloaded. Set \`wait: true\` to wait for it, or run this step again once the job is \`completed\`; checkpoints it has already saved can be fetched now with the \`step\` input.`,
   );
 }
 

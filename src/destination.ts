@@ -37,17 +37,18 @@ function isDirectory(p: string): boolean {
  * Creates the destination directory, remembering what it created so that a failed download can
  * leave the file system as it found it.
  */
-export async function prepareDirectory(dir: string): Promise<{ removeIfCreated: () => Promise<void> }> {
+export async function prepareDirectory(
+  dir: string,
+  input: 'path' | 'extract-path' = 'path',
+): Promise<{ removeIfCreated: () => Promise<void> }> {
   let created: string | undefined;
   try {
     created = await fs.promises.mkdir(dir, { recursive: true });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way' : (error as Error).message;
-    throw new InputError(
-      'path',
-      `cannot create the directory ${dir}: ${why}. Give a directory, or a file path whose parent can be created.`,
-    );
+    const hint = input === 'path' ? 'Give a directory, or a file path whose parent can be created.' : 'Give a folder that can be created.';
+    throw new InputError(input, `cannot create the directory ${dir}: ${why}. ${hint}`);
   }
   return {
     removeIfCreated: async () => {
@@ -66,8 +67,8 @@ export async function prepareDirectory(dir: string): Promise<{ removeIfCreated: 
 }
 
 /** A hidden temp path beside the target, so the final rename stays on one file system. */
-export function tempPathFor(target: string): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString('hex')}.partial`);
+export function tempPathFor(target: string, suffix = 'partial'): string {
+  return path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString('hex')}.${suffix}`);
 }
 
 /** Temp files (and temp folders, such as a half-done extraction) to remove if the process is cancelled before it can clean up after itself. */
@@ -104,8 +105,16 @@ function installSignalHandlers(): void {
   }
 }
 
-/** Fails early, quoting both numbers, when the archive cannot fit on the destination's disk. */
-export async function requireFreeSpace(dir: string, bytes: number | undefined): Promise<void> {
+/** What needs the space, and what the user can do besides freeing some. */
+export interface SpaceNeed {
+  what: string;
+  advice: string;
+}
+
+const ARCHIVE_AT_PATH: SpaceNeed = { what: 'the archive needs', advice: 'choose another `path`' };
+
+/** Fails early, quoting both numbers, when `bytes` cannot fit on the disk that holds `dir`. */
+export async function requireFreeSpace(dir: string, bytes: number | undefined, need: SpaceNeed = ARCHIVE_AT_PATH): Promise<void> {
   if (bytes === undefined) return;
   let free: number;
   try {
@@ -116,7 +125,7 @@ export async function requireFreeSpace(dir: string, bytes: number | undefined): 
   }
   if (free < bytes) {
     throw new ActionError(
-      `Not enough disk space in ${dir}: the archive needs ${formatBytes(bytes)} (${bytes} bytes) but only ${formatBytes(free)} (${free} bytes) is free. Free up space (for example remove preinstalled tools), choose another \`path\`, or use a larger runner.`,
+      `Not enough disk space in ${dir}: ${need.what} ${formatBytes(bytes)} (${bytes} bytes) but only ${formatBytes(free)} (${free} bytes) is free. Free up space (for example remove preinstalled tools), ${need.advice}, or use a larger runner.`,
     );
   }
 }

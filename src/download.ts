@@ -80,11 +80,9 @@ export async function downloadWithToolCache(
   const timer = setInterval(() => void sizeNow().then((bytes) => progress.update(bytes)), 1000);
   // tool-cache logs the URL it fetches, so it gets the API's own URL and follows redirects itself,
   // dropping the key when the host changes. It cannot follow a relative redirect: then it gets the
-  // resolved URL, whose query (a signed URL's credentials) is masked first.
+  // resolved URL, whose query the probe has masked.
   const url = probe.relativeRedirect ? probe.url : probe.requestUrl;
   const sendAuth = probe.relativeRedirect ? probe.sendAuth : true;
-  const query = new URL(url).search.slice(1);
-  if (probe.relativeRedirect && query) core.setSecret(query);
   try {
     for (let restarts = 0; ; restarts++) {
       try {

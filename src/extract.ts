@@ -4,14 +4,13 @@
  * extracted, with tool-cache's tar support, into a hidden folder that is moved into place at the end.
  */
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createGunzip } from 'node:zlib';
 import * as core from '@actions/core';
 import * as tc from '@actions/tool-cache';
 import type { ArchiveFormat } from './archive-format.js';
-import { prepareDirectory, trackTempFile } from './destination.js';
+import { prepareDirectory, requireFreeSpace, type SpaceNeed, tempPathFor, trackTempFile } from './destination.js';
 import { ActionError, InputError } from './errors.js';
 import { formatBytes, formatDuration } from './format.js';
 import { readTarEntries, type TarEntry, TarFormatError } from './tar.js';
@@ -312,7 +311,11 @@ async function withTarStream<T>(file: string, format: ArchiveFormat, consume: (t
   };
   const failure = ({ exit, stopped }: { exit: ExitStatus; stopped: boolean }): Error | undefined => {
     if (exit.error)
-      return exit.error.code === 'ENOENT' ? new ActionError(ZSTD_MISSING) : new ActionError(`Could not run zstd: ${exit.error.message}`);
+      return exit.error.code === 'ENOENT'
+        ? new ActionError(ZSTD_MISSING)
+        : new ActionError(
+            `Could not run zstd (${exit.error.message}); check its installation, or set \`extract: false\` and unpack the archive yourself.`,
+          );
     if (!stopped && exit.code !== 0)
       return new TarFormatError(`zstd could not decompress it (${stderr.trim().replace(/\s+/g, ' ') || `exit code ${exit.code}`})`);
     return undefined;
@@ -356,7 +359,10 @@ async function capture(command: string, args: string[]): Promise<{ code: number 
 /** Whether the `tar` on PATH is GNU tar, and whether it knows `--zstd` (GNU tar 1.31 and later). */
 export async function tarFlavour(): Promise<{ gnu: boolean; zstd: boolean; version: string }> {
   const { stdout, error } = await capture('tar', ['--version']);
-  if (error) throw new ActionError(`Extracting needs the \`tar\` program, and it could not be run: ${error.message}.`);
+  if (error)
+    throw new ActionError(
+      `Extracting needs the \`tar\` program, and it could not be run: ${error.message}. Install tar, or set \`extract: false\` and unpack the archive yourself.`,
+    );
   const firstLine = stdout.split('\n')[0].trim();
   const gnu = /GNU tar/i.test(firstLine);
   const match = /(\d+)\.(\d+)/.exec(firstLine);
@@ -364,28 +370,15 @@ export async function tarFlavour(): Promise<{ gnu: boolean; zstd: boolean; versi
   return { gnu, zstd, version: firstLine || 'unknown tar' };
 }
 
-function hiddenSibling(dir: string, suffix: string): string {
-  return path.join(path.dirname(dir), `.${path.basename(dir)}.${randomBytes(6).toString('hex')}.${suffix}`);
-}
-
-async function requireSpaceToExtract(dir: string, bytes: number): Promise<void> {
-  let free: number;
-  try {
-    const stats = await fs.promises.statfs(dir);
-    free = stats.bavail * stats.bsize;
-  } catch {
-    return;
-  }
-  if (free < bytes) {
-    throw new ActionError(
-      `Not enough disk space in ${dir} to extract: the files need ${formatBytes(bytes)} (${bytes} bytes) but only ${formatBytes(free)} (${free} bytes) is free. Free up space, choose another \`extract-path\`, or set \`keep-archive: false\` and \`path\` on a larger disk.`,
-    );
-  }
-}
+/** Extracting: the files are checked against the free space before tar writes any of them. */
+const FILES_TO_EXTRACT: SpaceNeed = {
+  what: 'the extracted files need',
+  advice: 'choose another `extract-path` (or set `keep-archive: false` and a `path` on a larger disk)',
+};
 
 /** Puts the finished folder at `dir`, replacing what was there only now that it is complete. */
 async function moveIntoPlace(staging: string, dir: string): Promise<void> {
-  const old = hiddenSibling(dir, 'old');
+  const old = tempPathFor(dir, 'old');
   const removeOld = trackTempFile(old);
   let moved = false;
   try {
@@ -429,14 +422,14 @@ export async function extractArchive(archive: string, format: ArchiveFormat, dir
     `Checked ${listing.entries} entries: no absolute paths, no "..", no links leading outside, no devices. ${listing.files.length} files, ${formatBytes(listing.totalBytes)} in all.`,
   );
 
-  const parent = await prepareDirectory(path.dirname(dir));
-  const staging = hiddenSibling(dir, 'partial');
+  const parent = await prepareDirectory(path.dirname(dir), 'extract-path');
+  const staging = tempPathFor(dir);
   const removeStaging = trackTempFile(staging);
-  const tarFile = hiddenSibling(dir, 'tar.partial');
+  const tarFile = tempPathFor(dir, 'tar.partial');
   const removeTarFile = trackTempFile(tarFile);
   let placed = false;
   try {
-    await requireSpaceToExtract(path.dirname(dir), listing.totalBytes);
+    await requireFreeSpace(path.dirname(dir), listing.totalBytes, FILES_TO_EXTRACT);
     await fs.promises.mkdir(staging);
     const tar = await tarFlavour();
     // Ownership and permission bits from the archive are not restored: the files belong to the runner's user.
@@ -479,8 +472,16 @@ async function decompressZstd(archive: string, tarFile: string): Promise<void> {
     child.once('error', (error) => resolve({ code: null, signal: null, error }));
     child.once('close', (code, signal) => resolve({ code, signal }));
   });
-  if (exit.error) throw new ActionError(exit.error.code === 'ENOENT' ? ZSTD_MISSING : `Could not run zstd: ${exit.error.message}`);
-  if (exit.code !== 0) throw new ActionError(`zstd could not decompress the archive: ${stderr.trim() || `exit code ${exit.code}`}`);
+  if (exit.error)
+    throw new ActionError(
+      exit.error.code === 'ENOENT'
+        ? ZSTD_MISSING
+        : `Could not run zstd (${exit.error.message}); check its installation, or set \`extract: false\` and unpack the archive yourself.`,
+    );
+  if (exit.code !== 0)
+    throw new ActionError(
+      `zstd could not decompress the archive (${stderr.trim() || `exit code ${exit.code}`}). Nothing was extracted; the archive is still at ${archive}. Run the job again; if it persists, report it to Together with the job id.`,
+    );
 }
 
 /** The largest files, biggest first (ties by name), for the job summary. */

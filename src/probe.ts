@@ -49,7 +49,8 @@ export function newHttpClient(socketTimeoutMs = 60_000, pool: { keepAlive?: bool
 
 /**
  * GETs `url`, following redirects ourselves: relative `Location`s resolve against the current
- * URL, and the API key is sent only while the host is the API's own.
+ * URL, the API key is sent only while the host is the API's own, and the query of every URL
+ * redirected to is masked in the log.
  */
 export async function getFollowingRedirects(
   client: HttpClient,
@@ -79,6 +80,9 @@ export async function getFollowingRedirects(
         `The download redirected from https to plain http (${displayUrl(next.href)}); refusing to continue without TLS.`,
       );
     }
+    // A signed storage URL carries its credentials in the query, and http-client puts the whole
+    // path in some of its errors ("Request timeout: /...?X-Signature=..."), which end up in the log.
+    if (next.search.length > 1) core.setSecret(next.search.slice(1));
     log(`Redirected (HTTP ${status}) to ${displayUrl(next.href)}`);
     current = next.href;
   }
@@ -178,7 +182,7 @@ export async function probeArchive(url: string, apiKey: string, context: Request
         if (isRetryableStatus(status)) {
           throw new RetryableError(`HTTP ${status}`, retryAfterMs(response.headers), status);
         }
-        throw explainHttpStatus(status, detailOf(body), context, 1);
+        throw answer.sendAuth ? explainHttpStatus(status, detailOf(body), context, 1) : explainStorageStatus(status, answer.url, context);
       },
       { attempts: PROBE_ATTEMPTS },
     );
@@ -193,6 +197,16 @@ export async function probeArchive(url: string, apiKey: string, context: Request
   } finally {
     client.dispose();
   }
+}
+
+/**
+ * A refusal from the storage host the API redirected to: it never saw the API key, so the key is
+ * not the problem (a signed URL that expired or was refused is).
+ */
+export function explainStorageStatus(status: number, url: string, context: RequestContext): ActionError {
+  return new ActionError(
+    `The storage server Together redirected the download of job ${context.jobId} to (${displayUrl(url)}) answered HTTP ${status}. Its signed link may have expired: run the job again; if it persists, report it to Together with the job id.`,
+  );
 }
 
 function detailOf(body: Buffer): string | undefined {

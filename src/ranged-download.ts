@@ -1,14 +1,15 @@
 import * as fs from 'node:fs';
 import type { IncomingMessage } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import * as core from '@actions/core';
 import type { HttpClient } from '@actions/http-client';
 import type { DownloadResult } from './download.js';
 import { ActionError } from './errors.js';
 import { displayUrl, formatBytes } from './format.js';
-import { getFollowingRedirects, newHttpClient, type ProbeResult, totalFromContentRange } from './probe.js';
+import { explainStorageStatus, getFollowingRedirects, newHttpClient, type ProbeResult, totalFromContentRange } from './probe.js';
 import { ProgressReporter } from './progress.js';
-import { backoffMs, isRetryableStatus, retryAfterMs } from './retry.js';
+import { backoffMs, DEFAULT_BACKOFF, isRetryableStatus, RetryableError, retryAfterMs } from './retry.js';
 import { explainHttpStatus, type RequestContext } from './together.js';
 
 export const DEFAULT_CONNECTIONS = 6;
@@ -52,16 +53,6 @@ export function planPieces(total: number, connections: number): Piece[] {
     pieces.push({ start, end: Math.min(total, start + size) - 1, received: 0 });
   }
   return pieces;
-}
-
-/** A failure another attempt at the same piece may cure. */
-class PieceError extends Error {
-  constructor(
-    message: string,
-    readonly waitMs?: number,
-  ) {
-    super(message);
-  }
 }
 
 /**
@@ -111,7 +102,7 @@ export async function downloadRanged(
         await fetchRange(client, probe, apiKey, options, piece, writer, onBytes, abort.signal, context);
         return;
       } catch (error) {
-        if (!(error instanceof PieceError) || abort.signal.aborted) throw error;
+        if (!(error instanceof RetryableError) || abort.signal.aborted) throw error;
         // Progress since the last failure means the connection works: start counting afresh.
         failures = piece.received > before ? 1 : failures + 1;
         if (failures >= PIECE_ATTEMPTS) {
@@ -119,24 +110,28 @@ export async function downloadRanged(
             `The download from ${displayUrl(probe.url)} failed: bytes ${piece.start + piece.received}-${piece.end} still failed after ${PIECE_ATTEMPTS} attempts (${error.message}). Run the job again; the connection to the server keeps breaking.`,
           );
         }
-        const wait = Math.min(30_000, error.waitMs ?? backoffMs(failures - 1));
+        const wait = Math.min(DEFAULT_BACKOFF.capMs, error.waitMs ?? backoffMs(failures - 1));
         core.info(`Range ${piece.start + piece.received}-${piece.end}: ${error.message}; resuming in ${(wait / 1000).toFixed(1)} s`);
-        await new Promise((resolve) => setTimeout(resolve, wait));
+        // Another piece's failure ends the download: stop waiting at once rather than start a request.
+        await sleep(wait, undefined, { signal: abort.signal }).catch(() => undefined);
+        if (abort.signal.aborted) throw new ActionError('aborted');
       }
     }
   };
 
   try {
     await file.truncate(probe.total);
-    const workers = Array.from({ length: connections }, () =>
-      worker().catch((error: unknown) => {
-        abort.abort();
-        throw error;
-      }),
+    // The first failure is the cause; the others are workers it aborted.
+    let failure: { error: unknown } | undefined;
+    await Promise.all(
+      Array.from({ length: connections }, () =>
+        worker().catch((error: unknown) => {
+          failure ??= { error };
+          abort.abort();
+        }),
+      ),
     );
-    const results = await Promise.allSettled(workers);
-    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failure) throw failure.reason;
+    if (failure) throw failure.error;
     const lastByteAt = Date.now();
     const elapsedMs = progress.finish(received);
     const sha256 = await hasher.digest();
@@ -149,7 +144,7 @@ export async function downloadRanged(
   }
 }
 
-/** Fetches what is missing of one piece, writing each chunk at its offset. Throws PieceError to retry. */
+/** Fetches what is missing of one piece, writing each chunk at its offset. Throws RetryableError to retry. */
 async function fetchRange(
   client: HttpClient,
   probe: ProbeResult,
@@ -163,9 +158,10 @@ async function fetchRange(
 ): Promise<void> {
   const from = piece.start + piece.received;
   let response: IncomingMessage;
+  let answered: { url: string; sendAuth: boolean };
   try {
     // Every range starts at the API, so a signed storage URL it redirects to is always fresh.
-    ({ response } = await getFollowingRedirects(
+    ({ response, ...answered } = await getFollowingRedirects(
       client,
       probe.requestUrl,
       { apiKey, apiHost: options.apiHost },
@@ -174,18 +170,18 @@ async function fetchRange(
     ));
   } catch (error) {
     if (error instanceof ActionError) throw error;
-    throw new PieceError(`network error: ${(error as Error).message}`);
+    throw new RetryableError(`network error: ${(error as Error).message}`);
   }
   const status = response.statusCode ?? 0;
   if (status !== 206) {
     response.resume();
-    if (isRetryableStatus(status)) throw new PieceError(`HTTP ${status}`, retryAfterMs(response.headers));
+    if (isRetryableStatus(status)) throw new RetryableError(`HTTP ${status}`, retryAfterMs(response.headers));
     if (status === 200) {
       throw new ActionError(
-        `The server stopped honouring range requests (HTTP 200 for bytes ${from}-${piece.end}). Run the job again with \`connections: 1\`.`,
+        `The server stopped honouring range requests (HTTP 200 for bytes ${from}-${piece.end}). Run the job again: when the server ignores ranges from the start, the archive is downloaded as one stream.`,
       );
     }
-    throw explainHttpStatus(status, undefined, context, 1);
+    throw answered.sendAuth ? explainHttpStatus(status, undefined, context, 1) : explainStorageStatus(status, answered.url, context);
   }
   const range = /^bytes\s+(\d+)-(\d+)\//i.exec(response.headers['content-range'] ?? '');
   const total = totalFromContentRange(response.headers['content-range']);
@@ -217,15 +213,12 @@ async function fetchRange(
   // What arrived before a failure is good: write it, so a retry resumes after it.
   await writer.drain();
   if (signal.aborted) throw new ActionError('aborted');
-  if (broke) {
-    // A server that announces more than the range and then drops the connection still delivered it.
-    if (piece.start + piece.received > piece.end) return;
-    throw new PieceError(stalled ? `no data for ${options.stallTimeoutMs / 1000} s (stall-timeout)` : `connection broke: ${broke.message}`);
-  }
-  if (stalled) throw new PieceError(`no data for ${options.stallTimeoutMs / 1000} s (stall-timeout)`);
-  if (piece.start + piece.received <= piece.end) {
-    throw new PieceError(`the body ended early, ${piece.end + 1 - piece.start - piece.received} bytes short`);
-  }
+  // A piece that arrived whole is done, whatever happened to the connection after its last byte
+  // (a server that announces more than the range and then drops the connection still delivered it).
+  if (piece.start + piece.received > piece.end) return;
+  if (stalled) throw new RetryableError(`no data for ${options.stallTimeoutMs / 1000} s (stall-timeout)`);
+  if (broke) throw new RetryableError(`connection broke: ${broke.message}`);
+  throw new RetryableError(`the body ended early, ${piece.end + 1 - piece.start - piece.received} bytes short`);
 }
 
 /**

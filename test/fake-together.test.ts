@@ -410,15 +410,15 @@ describe('fake Together API faults', () => {
   });
 
   test('bodyAfterMs sends the headers at once and the body after the pause', async () => {
-    fake.setFaults({ bodyAfterMs: 600 });
+    fake.setFaults({ bodyAfterMs: 1500 });
     const t0 = Date.now();
     const res = await fetch(dl(), { headers: auth });
     const headersAt = Date.now() - t0;
     const body = Buffer.from(await res.arrayBuffer());
     const bodyAt = Date.now() - t0;
     assert.deepEqual(body, merged);
-    assert.ok(bodyAt >= 590, `body after ${bodyAt} ms`);
-    assert.ok(bodyAt - headersAt >= 300, `headers after ${headersAt} ms, body after ${bodyAt} ms`);
+    assert.ok(bodyAt >= 1490, `body after ${bodyAt} ms`);
+    assert.ok(bodyAt - headersAt >= 1000, `headers after ${headersAt} ms, body after ${bodyAt} ms`);
   });
   test('contentLength lies: larger announced length ends in a broken body', async () => {
     fake.setFaults({ contentLength: (n) => n + 100 });

@@ -12,16 +12,7 @@ import { makeArchive, peftAdapterFiles, sha256 } from '../support/archives.js';
 import { type Azurite, startAzurite } from '../support/azurite.js';
 import { type ArtifactRecord, type FakeResults, startFakeResults } from '../support/fake-results.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
-import {
-  type ActionRun,
-  assertCleanRun,
-  errorsOf,
-  listFiles,
-  ROOT,
-  type RunOptions,
-  removeScratch,
-  runAction,
-} from '../support/run-action.js';
+import { type ActionRun, actionRunner, errorsOf, listFiles, ROOT } from '../support/run-action.js';
 import { loraJob, SAMPLE_JOB_ID, SAMPLE_SLUG } from '../support/sample-job.js';
 
 const KEY = 'tgp_v1_artifact-e2e-secret-Pw7kQ2';
@@ -37,7 +28,6 @@ let results: FakeResults;
 /** Over 8 MiB, so the blob upload takes more than one block. */
 let merged: Buffer;
 let adapter: Buffer;
-const runs: ActionRun[] = [];
 
 function jobs(): FakeJob[] {
   return [
@@ -66,7 +56,7 @@ before(async () => {
 after(async () => {
   await Promise.all([api?.close(), results?.close()]);
   await azurite?.stop();
-  for (const run of runs) removeScratch(run);
+  removeRuns();
 });
 
 beforeEach(() => {
@@ -91,17 +81,11 @@ function runnerEnv(extra: Record<string, string | undefined> = {}): Record<strin
  * checks what every run must satisfy: no API key or runtime token in the log, no temp files, no
  * staging directory, no stack trace.
  */
-async function act(inputs: Record<string, string>, options: Omit<RunOptions, 'inputs'> = {}): Promise<ActionRun> {
-  const run = await runAction({
-    inputs: { 'api-key': KEY, 'base-url': api.url, 'upload-artifact': 'true', ...inputs },
-    env: runnerEnv(),
-    ...options,
-  });
-  runs.push(run);
-  assertCleanRun(run, KEY);
-  assertNoTokenLeak(run, results.token);
-  return run;
-}
+const { act, removeRuns } = actionRunner(
+  KEY,
+  () => ({ inputs: { 'api-key': KEY, 'base-url': api.url, 'upload-artifact': 'true' }, env: runnerEnv() }),
+  (run) => assertNoTokenLeak(run, results.token),
+);
 
 /** The runtime token may only appear on `::add-mask::` lines. */
 function assertNoTokenLeak(run: ActionRun, token: string): void {

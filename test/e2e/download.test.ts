@@ -11,18 +11,7 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { makeArchive, peftAdapterFiles, sha256 } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
-import {
-  type ActionRun,
-  assertCleanRun,
-  assertFailed,
-  assertSucceeded,
-  FAST_RETRY,
-  listFiles,
-  type RunOptions,
-  removeScratch,
-  runAction,
-  SLOW_OPEN,
-} from '../support/run-action.js';
+import { actionRunner, assertFailed, assertSucceeded, FAST_RETRY, listFiles, SLOW_OPEN } from '../support/run-action.js';
 import { loraJob, SAMPLE_JOB_ID, SAMPLE_SLUG } from '../support/sample-job.js';
 
 const exec = promisify(execFile);
@@ -39,7 +28,6 @@ let merged: Buffer;
 let step10Adapter: Buffer;
 let fullModel: Buffer;
 let gzipAdapter: Buffer;
-const runs: ActionRun[] = [];
 
 function jobs(): FakeJob[] {
   return [
@@ -92,7 +80,7 @@ before(async () => {
 
 after(async () => {
   await api.close();
-  for (const run of runs) removeScratch(run);
+  removeRuns();
 });
 
 beforeEach(() => {
@@ -103,12 +91,7 @@ beforeEach(() => {
 });
 
 /** Runs the action against the fake and checks what every run must satisfy. */
-async function act(inputs: Record<string, string>, options: Omit<RunOptions, 'inputs'> = {}): Promise<ActionRun> {
-  const run = await runAction({ inputs: { 'api-key': KEY, 'base-url': api.url, ...inputs }, ...options });
-  runs.push(run);
-  assertCleanRun(run, KEY);
-  return run;
-}
+const { act, removeRuns } = actionRunner(KEY, () => ({ inputs: { 'api-key': KEY, 'base-url': api.url } }));
 
 const succeeded = assertSucceeded;
 const failed = assertFailed;
@@ -635,11 +618,15 @@ describe('parallel ranges', () => {
     assert.equal(run.outputs.sha256, sha256(merged));
   });
 
-  test('connections: 1 still resumes', async () => {
-    api.setFaults({ cutBodyAfter: 50_000 });
+  test('connections: 1 takes the ranges one after another and still resumes', async () => {
+    const big = Buffer.concat([merged, randomBytes(10 * 1024 * 1024)]);
+    api.jobs.get(LORA)!.archives.merged = big;
+    api.setFaults({ cutBodyAfter: 3 * 1024 * 1024 });
     const run = await act({ 'job-id': LORA, connections: '1' });
     succeeded(run);
-    assert.equal(run.outputs.sha256, sha256(merged));
+    assert.equal(run.outputs.sha256, sha256(big));
+    assert.match(run.stdout, /as 3 ranges over 1 connection\b/);
+    assert.match(run.stdout, /resuming in/);
   });
 
   test('an invalid connections value names the input', async () => {

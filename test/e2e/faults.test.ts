@@ -12,17 +12,7 @@ import fc from 'fast-check';
 import { makeArchive, sha256 } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, type Faults, type Reply, startFakeTogether } from '../support/fake-together.js';
 import { type ForwardProxy, startProxy } from '../support/proxy.js';
-import {
-  type ActionRun,
-  assertCleanRun,
-  errorsOf,
-  FAST_RETRY,
-  listFiles,
-  type RunOptions,
-  removeScratch,
-  runAction,
-  TEST_HOSTS,
-} from '../support/run-action.js';
+import { type ActionRun, actionRunner, errorsOf, FAST_RETRY, listFiles, TEST_HOSTS } from '../support/run-action.js';
 
 const KEY = 'tgp_v1_faults-secret-9Kq2';
 const SIGNATURE = 'X-Signature=sig-0123456789abcdef-secret';
@@ -31,7 +21,6 @@ const JOB = 'ft-5a5a5a5a-0000-4000-8000-000000000001';
 let api: FakeTogether;
 let storage: FakeTogether;
 let archive: Buffer;
-const runs: ActionRun[] = [];
 
 const jobs = (): FakeJob[] => [
   {
@@ -53,7 +42,7 @@ before(async () => {
 
 after(async () => {
   await Promise.all([api.close(), storage.close()]);
-  for (const run of runs) removeScratch(run);
+  removeRuns();
 });
 
 beforeEach(() => {
@@ -63,16 +52,15 @@ beforeEach(() => {
   }
 });
 
-async function act(inputs: Record<string, string>, options: Omit<RunOptions, 'inputs'> = {}): Promise<ActionRun> {
-  const run = await runAction({ inputs: { 'job-id': JOB, 'api-key': KEY, 'base-url': api.url, ...inputs }, ...options });
-  runs.push(run);
-  assertCleanRun(run, KEY);
-  assert.ok(
-    !run.stdout.split('\n').some((l) => !l.startsWith('::add-mask::') && l.includes(SIGNATURE)),
-    'a signed URL was logged with its query',
-  );
-  return run;
-}
+const { act, removeRuns } = actionRunner(
+  KEY,
+  () => ({ inputs: { 'job-id': JOB, 'api-key': KEY, 'base-url': api.url } }),
+  (run) =>
+    assert.ok(
+      !run.stdout.split('\n').some((l) => !l.startsWith('::add-mask::') && l.includes(SIGNATURE)),
+      'a signed URL was logged with its query',
+    ),
+);
 
 function succeeded(run: ActionRun): void {
   assert.equal(run.code, 0, `the action failed:\n${run.stdout}\n${run.stderr}`);
@@ -188,6 +176,18 @@ describe('redirects to a storage host', () => {
       });
     }
 
+    test(`a 403 from the storage host blames its signed link, not the API key (${mode.name})`, async () => {
+      api.setFaults({ redirectTo: storage.url.replace(/\/v1$/, ''), redirectQuery: `&${SIGNATURE}` });
+      storage.setFaults({ ...mode.faults, queue: { download: [{ status: 403 }] } });
+      const run = await act({}, { nodeArgs: mode.nodeArgs });
+      const error = failed(
+        run,
+        /storage server Together redirected the download of job .* answered HTTP 403/,
+        /signed link may have expired/,
+      );
+      assert.doesNotMatch(error, /api-key/);
+    });
+
     test(`a relative Location works (${mode.name})`, async () => {
       api.setFaults({ ...mode.faults, relativeRedirect: true });
       const run = await act({}, { nodeArgs: mode.nodeArgs });
@@ -244,26 +244,37 @@ describe('servers that lie', () => {
     }
   });
 
-  for (const mode of MODES) {
-    test(`an HTML error page served with 200 instead of the archive (${mode.name})`, async () => {
-      const page = '<!DOCTYPE html><html><body>502 Bad Gateway</body></html>';
-      api.setFaults({
-        ...mode.faults,
-        queue: {
-          download: [
-            {
-              status: 200,
-              headers: { 'content-type': 'text/html' },
-              body: page,
-              when: (r) => !isProbe(r) || mode.name !== 'parallel ranges',
-            },
-          ],
-        },
-      });
-      const run = await act({}, { nodeArgs: mode.nodeArgs });
-      failed(run, /not a zstd or gzip archive|stopped honouring range requests/);
+  const page = '<!DOCTYPE html><html><body>502 Bad Gateway</body></html>';
+  const htmlReply = (when: Reply['when'], extra: Partial<Reply> = {}): Reply => ({
+    status: 200,
+    headers: { 'content-type': 'text/html' },
+    body: page,
+    when,
+    ...extra,
+  });
+
+  test('an HTML error page served with 200 to the probe is refused before downloading (tool-cache stream)', async () => {
+    api.setFaults({ ignoreRange: true, queue: { download: [htmlReply(isProbe)] } });
+    const run = await act({}, { nodeArgs: ['--import', FAST_RETRY] });
+    failed(run, /not a zstd or gzip archive/, /text\/html/);
+    assert.equal(downloads().length, 1, 'only the probe');
+  });
+
+  test('an HTML error page served with 200 for a range: the server stopped honouring ranges (parallel ranges)', async () => {
+    api.setFaults({ queue: { download: [htmlReply((r) => !isProbe(r))] } });
+    const run = await act({});
+    failed(run, /stopped honouring range requests \(HTTP 200/);
+  });
+
+  test('an HTML page of the right length served as the range: the check after the download refuses it (parallel ranges)', async () => {
+    const body = page.padEnd(archive.length, ' ');
+    const contentRange = `bytes 0-${archive.length - 1}/${archive.length}`;
+    api.setFaults({
+      queue: { download: [htmlReply((r) => !isProbe(r), { status: 206, body, headers: { 'content-range': contentRange } })] },
     });
-  }
+    const run = await act({});
+    failed(run, /not the zstd archive Together announced \(first bytes: 3c 21 44 4f/);
+  });
 });
 
 describe('cancellation', () => {
@@ -321,6 +332,7 @@ describe('proxies', () => {
   after(() => proxy.close());
   beforeEach(() => {
     proxy.carried.length = 0;
+    proxy.upstreamPorts.clear();
   });
 
   // http-client never proxies 127.* or localhost, so the API goes by a name under `.test`, which
@@ -340,6 +352,12 @@ describe('proxies', () => {
         const tunnels = proxy.carried.filter((c) => c.startsWith('CONNECT api.together.test:'));
         assert.ok(tunnels.length >= 3, `the proxy carried:\n${proxy.carried.join('\n')}`);
         assert.equal(proxy.carried.length, tunnels.length, 'nothing else went through the proxy');
+        for (const r of api.requests) {
+          assert.ok(
+            proxy.upstreamPorts.has(r.remotePort ?? -1),
+            `${r.method} ${r.path} (${r.range ?? 'whole'}) did not come through the proxy`,
+          );
+        }
         assert.ok(api.requests.every((r) => r.headers.authorization === `Bearer ${KEY}`));
         assert.equal(api.requests.filter((r) => r.endpoint === 'job' || r.endpoint === 'checkpoints').length, 2);
       });
@@ -371,12 +389,17 @@ describe('input fuzzing through the built action', () => {
         jobId: fc.oneof(
           fc.string({ unit: 'binary', maxLength: 40 }),
           fc.string().map((s) => `ft-${s}`),
+          { weight: 3, arbitrary: fc.stringMatching(/^ft-[a-z0-9-]{1,12}(:[0-9]{1,2})?$/) },
           fc.constantFrom(JOB, `${JOB}:4`, `${JOB}/../x`, `${JOB}?ft_id=x`, `${JOB}%2f`),
         ),
-        step: fc.oneof(fc.constant(''), fc.string({ maxLength: 8 }), fc.integer({ min: -5, max: 10 }).map(String)),
+        step: fc.oneof({ weight: 3, arbitrary: fc.constant('') }, fc.string({ maxLength: 8 }), {
+          weight: 2,
+          arbitrary: fc.integer({ min: -5, max: 10 }).map(String),
+        }),
       }),
       { numRuns: 24, seed: 20261125 },
     );
+    let reachedServer = 0;
     for (const { jobId, step } of samples) {
       api.requests.length = 0;
       if (jobId.includes('\0') || step.includes('\0')) continue; // An environment variable cannot hold NUL.
@@ -390,6 +413,7 @@ describe('input fuzzing through the built action', () => {
         assert.ok(named || unknown, `unexpected failure for ${JSON.stringify({ jobId, step })}: ${error}`);
         if (named) assert.equal(api.requests.length, 0, 'a rejected input makes no request');
       }
+      if (api.requests.length > 0) reachedServer++;
       for (const r of api.requests) {
         const id = r.endpoint === 'download' ? r.query.ft_id : decodeURIComponent(r.path.split('/')[3] ?? '');
         assert.match(id, /^ft-[A-Za-z0-9-]+$/, `request ${r.path} carries ${JSON.stringify(id)}`);
@@ -399,6 +423,8 @@ describe('input fuzzing through the built action', () => {
         assert.match(r.path, /^\/v1\/(fine-tunes\/ft-[A-Za-z0-9-]+(\/checkpoints)?|finetune\/download)$/);
       }
     }
+    // The request checks mean something only if enough samples got past validation.
+    assert.ok(reachedServer >= 8, `only ${reachedServer} of ${samples.length} samples reached the server`);
   });
 });
 

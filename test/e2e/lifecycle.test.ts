@@ -10,16 +10,7 @@ import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { makeArchive, peftAdapterFiles, sha256 } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
-import {
-  type ActionRun,
-  assertCleanRun,
-  assertFailed,
-  assertSucceeded,
-  listFiles,
-  type RunOptions,
-  removeScratch,
-  runAction,
-} from '../support/run-action.js';
+import { actionRunner, assertFailed, assertSucceeded, listFiles } from '../support/run-action.js';
 import { SAMPLE_JOB_ID, SAMPLE_MODEL, SAMPLE_OUTPUT_NAME, SAMPLE_SLUG } from '../support/sample-job.js';
 import { hostileArchive, type RawEntry } from '../support/tar-writer.js';
 
@@ -34,7 +25,6 @@ let adapter: Buffer;
 let step10: Buffer;
 let gzipAdapter: Buffer;
 let mergedFiles: Record<string, Buffer>;
-const runs: ActionRun[] = [];
 const scratchDirs: string[] = [];
 
 function jobs(): FakeJob[] {
@@ -78,7 +68,7 @@ before(async () => {
 
 after(async () => {
   await api.close();
-  for (const run of runs) removeScratch(run);
+  removeRuns();
   for (const dir of scratchDirs) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -102,12 +92,7 @@ function listAll(dir: string): string[] {
 }
 
 /** Runs the action against the fake and checks what every run must satisfy. */
-async function act(inputs: Record<string, string>, options: Omit<RunOptions, 'inputs'> = {}): Promise<ActionRun> {
-  const run = await runAction({ inputs: { 'api-key': KEY, 'base-url': api.url, ...inputs }, ...options });
-  runs.push(run);
-  assertCleanRun(run, KEY);
-  return run;
-}
+const { act, removeRuns } = actionRunner(KEY, () => ({ inputs: { 'api-key': KEY, 'base-url': api.url } }));
 
 const succeeded = assertSucceeded;
 const failed = assertFailed;

@@ -100,6 +100,8 @@ export interface RecordedRequest {
   endpoint?: Endpoint;
   /** when the request arrived (Date.now()) */
   at: number;
+  /** the client's port: which connection (a proxy's, say) the request came on */
+  remotePort?: number;
 }
 
 export interface FakeTogether {
@@ -681,6 +683,7 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
       status: 0,
       bodyBytes: 0,
       at: Date.now(),
+      remotePort: req.socket.remotePort,
     };
     requests.push(rec);
     // the request body is irrelevant; drain it

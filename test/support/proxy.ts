@@ -10,6 +10,8 @@ export interface ForwardProxy {
   url: string;
   /** `CONNECT host:port` or `GET http://...`, one entry per tunnel or request carried. */
   carried: string[];
+  /** Local ports of the proxy's connections to the servers: a request from one of them came through the proxy. */
+  upstreamPorts: Set<number>;
   close(): Promise<void>;
 }
 
@@ -21,6 +23,7 @@ function resolve(host: string): string {
 
 export async function startProxy(): Promise<ForwardProxy> {
   const carried: string[] = [];
+  const upstreamPorts = new Set<number>();
   const sockets = new Set<net.Socket>();
   const server = http.createServer((req, res) => {
     carried.push(`${req.method} ${req.url}`);
@@ -44,6 +47,7 @@ export async function startProxy(): Promise<ForwardProxy> {
         answer.pipe(res);
       },
     );
+    upstream.on('socket', (s) => s.on('connect', () => upstreamPorts.add(s.localPort as number)));
     upstream.on('error', () => res.destroy());
     req.pipe(upstream);
   });
@@ -55,6 +59,7 @@ export async function startProxy(): Promise<ForwardProxy> {
       return;
     }
     const upstream = net.connect({ host: resolve(match[1]), port: Number(match[2]) }, () => {
+      upstreamPorts.add(upstream.localPort as number);
       client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       if (head.length) upstream.write(head);
       upstream.pipe(client);
@@ -78,6 +83,7 @@ export async function startProxy(): Promise<ForwardProxy> {
   return {
     url: `http://127.0.0.1:${port}`,
     carried,
+    upstreamPorts,
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

@@ -185,3 +185,36 @@ export function listFiles(dir: string): string[] {
 export function removeScratch(run: ActionRun): void {
   fs.rmSync(run.scratch, { recursive: true, force: true });
 }
+
+export interface ActionRunner {
+  /** Runs the action with the file's defaults under `inputs`, and checks what every run must satisfy. */
+  act(inputs: Record<string, string>, options?: Omit<RunOptions, 'inputs'>): Promise<ActionRun>;
+  /** Removes the scratch folders of every run so far. */
+  removeRuns(): void;
+}
+
+/**
+ * One test file's way of running the action: `defaults` (read at each run, so it may name servers
+ * started later) gives the inputs and environment every run starts from; each run then passes
+ * `assertCleanRun` and `check`, if given.
+ */
+export function actionRunner(
+  apiKey: string,
+  defaults: () => Pick<RunOptions, 'inputs' | 'env'>,
+  check?: (run: ActionRun) => void,
+): ActionRunner {
+  const runs: ActionRun[] = [];
+  return {
+    async act(inputs, options = {}) {
+      const base = defaults();
+      const run = await runAction({ env: base.env, ...options, inputs: { ...base.inputs, ...inputs } });
+      runs.push(run);
+      assertCleanRun(run, apiKey);
+      check?.(run);
+      return run;
+    },
+    removeRuns() {
+      for (const run of runs.splice(0)) removeScratch(run);
+    },
+  };
+}

@@ -159,6 +159,16 @@ describe('the tool cache, for real (temp RUNNER_TOOL_CACHE)', () => {
     assert.ok(!fs.existsSync(path.join(process.env.RUNNER_TOOL_CACHE as string, CACHE_TOOL, cacheVersion(key), CACHE_ARCH)));
   });
 
+  test('a dry run (verify: false) counts an unusable entry as a miss but leaves it in place', async () => {
+    await stored();
+    const dir = tc.find(CACHE_TOOL, cacheVersion(key), CACHE_ARCH);
+    fs.appendFileSync(path.join(dir, 'archive.tar.zst'), 'more');
+    assert.equal(await findCachedArchive(key, { verify: false }), undefined);
+    assert.equal(tc.find(CACHE_TOOL, cacheVersion(key), CACHE_ARCH), dir);
+    assert.equal(await findCachedArchive(key), undefined);
+    assert.equal(tc.find(CACHE_TOOL, cacheVersion(key), CACHE_ARCH), '', 'a real run removes it');
+  });
+
   test('metadata for another key in the folder is a miss', async () => {
     await stored();
     const dir = tc.find(CACHE_TOOL, cacheVersion(key), CACHE_ARCH);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { InputError } from '../../src/errors.js';
-import { parseInputs, type RawInputs } from '../../src/inputs.js';
+import { type Inputs, parseInputs, type RawInputs } from '../../src/inputs.js';
 import { downloadUrl } from '../../src/probe.js';
 import { rawInputs } from '../support/raw-inputs.js';
 
@@ -32,6 +32,29 @@ const anyText = fc.oneof(
   ),
 );
 
+const wholeIn = (n: number | undefined, min: number, max: number) => n !== undefined && Number.isInteger(n) && n >= min && n <= max;
+
+/** What a value that parsed must have become, for the input it came from. */
+const TYPED: Record<string, (inputs: Inputs) => boolean> = {
+  'job-id': (i) => /^ft-[A-Za-z0-9-]+$/.test(i.jobId) && (i.step === undefined || wholeIn(i.step, 1, Number.MAX_SAFE_INTEGER)),
+  step: (i) => i.step === undefined || wholeIn(i.step, 1, Number.MAX_SAFE_INTEGER),
+  'checkpoint-type': (i) => ['default', 'merged', 'adapter'].includes(i.checkpointType),
+  path: (i) => i.path === i.path.trim(),
+  'api-key': (i) => /^[\x21-\x7e]+$/.test(i.apiKey),
+  'base-url': (i) => /^https?:\/\/[^?#@]+$/.test(i.baseUrl),
+  'artifact-name': (i) => i.artifactName === undefined || (i.artifactName.trim() !== '' && !/[":<>|*?\\/\r\n]/.test(i.artifactName)),
+  'retention-days': (i) => i.retentionDays === undefined || wholeIn(i.retentionDays, 1, 90),
+  'wait-timeout-minutes': (i) => Number.isFinite(i.waitTimeoutMinutes) && i.waitTimeoutMinutes > 0,
+  // extract is false in VALID: any extract-path but '' is refused, so one that parsed is ''.
+  'extract-path': (i) => i.extractPath === '',
+  connections: (i) => wholeIn(i.connections, 1, 32),
+  'stall-timeout': (i) => wholeIn(i.stallTimeoutSeconds, 1, 3600),
+};
+
+test('every string input has a check of what it parses to', () => {
+  assert.deepEqual(Object.keys(TYPED).sort(), [...STRING_INPUTS].sort());
+});
+
 test('every input: a random value gives a validation error naming that input, or a typed value', () => {
   fc.assert(
     fc.property(fc.constantFrom(...STRING_INPUTS), anyText, (name, value) => {
@@ -45,8 +68,7 @@ test('every input: a random value gives a validation error naming that input, or
         assert.match(error.message, new RegExp(`^Input \`${name}\``));
         return;
       }
-      assert.match(inputs.jobId, /^ft-[A-Za-z0-9-]+$/);
-      assert.ok(inputs.step === undefined || (Number.isSafeInteger(inputs.step) && inputs.step > 0));
+      assert.ok(TYPED[name](inputs), `${name} = ${JSON.stringify(value)} was accepted as ${JSON.stringify(inputs)}`);
     }),
     { numRuns: 3000 },
   );

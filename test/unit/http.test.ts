@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { resolveDestination } from '../../src/destination.js';
-import { downloadUrl, totalFromContentRange } from '../../src/probe.js';
+import { downloadUrl, getFollowingRedirects, newHttpClient, totalFromContentRange } from '../../src/probe.js';
 import { planPieces } from '../../src/ranged-download.js';
 import { backoffMs, retryAfterMs } from '../../src/retry.js';
 import { explainHttpStatus } from '../../src/together.js';
@@ -83,6 +85,7 @@ test('planPieces: four pieces per connection, at least 4 MiB, covering every byt
     [2 * 1024 * MiB, 6],
     [3 * MiB, 6],
     [100 * MiB + 7, 4],
+    [10 * MiB, 6],
     [1, 1],
   ] as const) {
     const pieces = planPieces(total, connections);
@@ -91,6 +94,47 @@ test('planPieces: four pieces per connection, at least 4 MiB, covering every byt
     for (let i = 1; i < pieces.length; i++) assert.equal(pieces[i].start, pieces[i - 1].end + 1);
     assert.ok(pieces.every((p) => p.received === 0));
     if (total >= 4 * MiB * connections * 4) assert.equal(pieces.length, connections * 4);
-    else assert.ok(pieces.slice(0, -1).every((p) => p.end - p.start + 1 === 4 * MiB || pieces.length === 1));
+    else assert.ok(pieces.slice(0, -1).every((p) => p.end - p.start + 1 === 4 * MiB));
+    if (total === 10 * MiB) assert.equal(pieces.length, 3, 'fewer, larger pieces rather than any under 4 MiB');
   }
+});
+
+test('getFollowingRedirects masks the query of every URL it is redirected to', async () => {
+  // A redirect to another port (a storage host), then a relative one on that host.
+  const storage = http.createServer((req, res) => {
+    if (req.url?.startsWith('/first')) {
+      res.writeHead(307, { location: '/second?sig=relative-secret' }).end();
+    } else {
+      res.writeHead(200).end('ok');
+    }
+  });
+  await new Promise<void>((resolve) => storage.listen(0, '127.0.0.1', resolve));
+  const storagePort = (storage.address() as AddressInfo).port;
+  const api = http.createServer((_req, res) => {
+    res.writeHead(302, { location: `http://127.0.0.1:${storagePort}/first?X-Signature=absolute-secret` }).end();
+  });
+  await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
+  const apiUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}/v1/finetune/download?ft_id=ft-abc`;
+
+  const commands: string[] = [];
+  const write = process.stdout.write;
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    if (String(chunk).startsWith('::')) {
+      commands.push(String(chunk).trim());
+      return true;
+    }
+    return (write as (...args: unknown[]) => boolean).call(process.stdout, chunk, ...rest);
+  }) as typeof process.stdout.write;
+  const client = newHttpClient(5000);
+  try {
+    const { response, url } = await getFollowingRedirects(client, apiUrl, { apiKey: 'k', apiHost: 'api.example' }, {}, () => {});
+    response.resume();
+    assert.equal(url, `http://127.0.0.1:${storagePort}/second?sig=relative-secret`);
+  } finally {
+    process.stdout.write = write;
+    client.dispose();
+    api.close();
+    storage.close();
+  }
+  assert.deepEqual(commands, ['::add-mask::X-Signature=absolute-secret', '::add-mask::sig=relative-secret']);
 });
