@@ -610,6 +610,18 @@ describe('parallel ranges', () => {
     assert.match(run.stdout, /over 4 connections/);
   });
 
+  test('a range that fails for good ends the download with its own error, not the abort of the others', async () => {
+    api.jobs.get(LORA)!.archives.merged = Buffer.concat([merged, randomBytes(40 * 1024 * 1024)]);
+    // The last range fails at once; the other connections are busy and get aborted.
+    api.setFaults({
+      queue: { download: [{ status: 404, when: (r) => /^bytes=[1-9]\d*-\d+$/.test(r.range ?? '') }] },
+      bytesPerSecond: 20 * 1024 * 1024,
+    });
+    const run = await act({ 'job-id': LORA, connections: '4' });
+    failed(run, /HTTP 404/, /`job-id`/);
+    assert.doesNotMatch(run.stdout, /::error::aborted/);
+  });
+
   test('a stalled connection is aborted after stall-timeout and its range retried', async () => {
     api.setFaults({ stallAfter: { bytes: 1000 } });
     const run = await act({ 'job-id': LORA, 'stall-timeout': '1' });
