@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_CONNECTIONS } from '../src/ranged-download.js';
+import { DEFAULT_CONNECTIONS } from '../src/transfer/ranged-download.js';
 import { makeLargeArchiveFile } from '../test/support/archives.js';
 import { type Faults, startFakeTogether } from '../test/support/fake-together.js';
 import { ROOT, removeScratch, runAction } from '../test/support/run-action.js';

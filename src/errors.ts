@@ -30,12 +30,3 @@ export function messageOf(error: unknown): string {
     return String(error);
   }
 }
-
-/** Removes every occurrence of each secret from a text, for messages that might echo one back. */
-export function redact(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const secret of secrets) {
-    if (secret.length > 0) out = out.split(secret).join('***');
-  }
-  return out;
-}

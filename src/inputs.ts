@@ -1,11 +1,13 @@
 import * as core from '@actions/core';
 import { InputError } from './errors.js';
-import { DEFAULT_CONNECTIONS, DEFAULT_STALL_TIMEOUT_SECONDS } from './ranged-download.js';
-
-export const CHECKPOINT_TYPES = ['default', 'merged', 'adapter'] as const;
-export type CheckpointChoice = (typeof CHECKPOINT_TYPES)[number];
+import { quote, registerSecret } from './log.js';
+import { parseArtifactName } from './runner/artifact-service.js';
+import { CHECKPOINT_TYPES, type CheckpointChoice } from './together/checkpoint.js';
+import { DEFAULT_CONNECTIONS, DEFAULT_STALL_TIMEOUT_SECONDS } from './transfer/ranged-download.js';
 
 export const DEFAULT_BASE_URL = 'https://api.together.ai/v1';
+
+export { CHECKPOINT_TYPES, type CheckpointChoice, parseArtifactName, quote };
 
 export interface Inputs {
   /** `ft-<id>`, without any `:<step>` suffix. */
@@ -68,8 +70,9 @@ const JOB_ID_FORM =
 
 /** Reads the action's inputs, masking the API key before anything else can print it. */
 export function readInputs(env: NodeJS.ProcessEnv = process.env): Inputs {
+  // Registered before any input is parsed, so that no message about another input can echo it.
   const apiKey = core.getInput('api-key') || env.TOGETHER_API_KEY?.trim() || '';
-  if (apiKey) core.setSecret(apiKey);
+  registerSecret(apiKey);
   return parseInputs({
     'job-id': core.getInput('job-id'),
     step: core.getInput('step'),
@@ -242,28 +245,6 @@ export function parseBaseUrl(value: string): string {
   return url.href.replace(/\/+$/, '');
 }
 
-// The characters GitHub's artifact service refuses in a name.
-const ARTIFACT_NAME_FORBIDDEN = /[":<>|*?\\/\r\n]/;
-
-export function parseArtifactName(value: string): string | undefined {
-  if (value === '') return undefined;
-  const trimmed = value.trim();
-  if (trimmed === '') {
-    throw new InputError('artifact-name', 'is blank. Give a name, or leave the input out to use the downloaded file name.');
-  }
-  // An un-zipped artifact is named like a file, and no file can be called `.` or `..`.
-  if (trimmed === '.' || trimmed === '..') {
-    throw new InputError('artifact-name', `${quote(trimmed)} cannot name an artifact, which is named like a file. Choose another name.`);
-  }
-  if (ARTIFACT_NAME_FORBIDDEN.test(trimmed)) {
-    throw new InputError(
-      'artifact-name',
-      `${quote(trimmed)} contains a character artifacts cannot have. Do not use any of: " : < > | * ? \\ / carriage return, newline.`,
-    );
-  }
-  return trimmed;
-}
-
 export function parseRetentionDays(value: string): number | undefined {
   const trimmed = value.trim();
   if (trimmed === '') return undefined;
@@ -294,10 +275,4 @@ export function parseIntegerInRange(input: string, value: string, fallback: numb
 function toPositiveInteger(digits: string): number | undefined {
   const n = Number(digits);
   return Number.isSafeInteger(n) && n > 0 ? n : undefined;
-}
-
-/** Quotes a user-supplied value for an error message, with control characters made visible. */
-export function quote(value: string): string {
-  const shown = value.length > 80 ? `${value.slice(0, 80)}…` : value;
-  return JSON.stringify(shown);
 }

@@ -1,47 +1,46 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as core from '@actions/core';
-import type { UploadedArtifact } from './artifact.js';
-import { requireArtifactService } from './artifact-service.js';
-import { findCachedArchive, restoreFromCache, storeInCache } from './cache.js';
-import { prepareDirectory, requireFreeSpace, tempPathFor, trackTempFile } from './destination.js';
-import { type DownloadResult, type DownloadSettings, downloadArchive } from './download.js';
-import { messageOf, redact } from './errors.js';
-import { type Extracted, extractArchive, largestFiles } from './extract.js';
+import { type Extracted, extractArchive, largestFiles } from './archive/extract.js';
+import { messageOf } from './errors.js';
 import { formatBytes } from './format.js';
 import { type Inputs, readInputs } from './inputs.js';
+import * as log from './log.js';
 import { type DownloadPlan, lookUpJob, type Plan, planDownload } from './plan.js';
-import { type SummaryFacts, writeSummary } from './summary.js';
-import { TogetherApi } from './together.js';
-import { type Verified, verifyArchive } from './verify.js';
-import { waitForJob } from './wait.js';
+import type { UploadedArtifact } from './runner/artifact.js';
+import { requireArtifactService } from './runner/artifact-service.js';
+import { findCachedArchive, restoreFromCache, storeInCache } from './runner/cache.js';
+import { type SummaryFacts, writeSummary } from './runner/summary.js';
+import { TogetherApi } from './together/api.js';
+import { waitForJob } from './together/wait.js';
+import { prepareDirectory, requireFreeSpace, tempPathFor, trackTempFile } from './transfer/destination.js';
+import { type DownloadResult, type DownloadSettings, downloadArchive } from './transfer/download.js';
+import { type Verified, verifyArchive } from './transfer/verify.js';
 
 /**
  * One download, start to end: inputs, (wait,) job, (cache,) plan, download or the cache, verify,
  * (extract,) outputs, artifact, summary.
  */
 export async function run(): Promise<void> {
-  const secrets: string[] = [];
   try {
     const inputs = readInputs();
-    secrets.push(inputs.apiKey);
     if (inputs.uploadArtifact) requireArtifactService();
     const api = new TogetherApi(inputs.baseUrl, inputs.apiKey);
 
     if (inputs.wait) {
-      await core.group('Wait', () =>
+      await log.group('Wait', () =>
         waitForJob(api, { jobId: inputs.jobId, step: inputs.step, timeoutMs: inputs.waitTimeoutMinutes * 60_000 }),
       );
     }
-    const { job, checkpoint } = await core.group('Job', () => lookUpJob(api, inputs));
+    const { job, checkpoint } = await log.group('Job', () => lookUpJob(api, inputs));
     const cacheKey = { jobId: inputs.jobId, step: inputs.step, checkpointType: checkpoint.fetched };
-    const cached = inputs.cache ? await core.group('Cache', () => findCachedArchive(cacheKey, { verify: !inputs.dryRun })) : undefined;
-    const plan = await core.group('Plan', () => planDownload(inputs, job, checkpoint, cached));
+    const cached = inputs.cache ? await log.group('Cache', () => findCachedArchive(cacheKey, { verify: !inputs.dryRun })) : undefined;
+    const plan = await log.group('Plan', () => planDownload(inputs, job, checkpoint, cached));
     if (inputs.dryRun) return await reportDryRun(plan, inputs);
 
     const { download, verified } =
       plan.source === 'cache'
-        ? await core.group('Restore', () => restoreFromCache(plan.cached, plan.target))
+        ? await log.group('Restore', () => restoreFromCache(plan.cached, plan.target))
         : await fetchArchive(plan, {
             apiKey: inputs.apiKey,
             apiHost: new URL(inputs.baseUrl).hostname,
@@ -50,15 +49,15 @@ export async function run(): Promise<void> {
           });
 
     if (inputs.cache && plan.source === 'download') {
-      await core.group('Cache', () => storeInCache(cacheKey, plan.target, { format: plan.format, ...verified }));
+      await log.group('Cache', () => storeInCache(cacheKey, plan.target, { format: plan.format, ...verified }));
     }
     const extracted = plan.extractDir
-      ? await core.group('Extract', () => extractArchive(plan.target, plan.format, plan.extractDir as string))
+      ? await log.group('Extract', () => extractArchive(plan.target, plan.format, plan.extractDir as string))
       : undefined;
 
     setOutputs(plan, verified, { 'cache-hit': cacheHit(inputs, plan), 'model-dir': extracted?.modelDir });
     const artifact = plan.artifactName
-      ? await core.group('Artifact', () => upload(plan.target, plan.artifactName as string, verified.sha256, inputs.retentionDays))
+      ? await log.group('Artifact', () => upload(plan.target, plan.artifactName as string, verified.sha256, inputs.retentionDays))
       : undefined;
     if (artifact) setArtifactOutputs(artifact);
     const archiveRemoved = extracted !== undefined && !inputs.keepArchive && (await removeArchive(plan.target));
@@ -73,7 +72,7 @@ export async function run(): Promise<void> {
       artifact,
     });
   } catch (error) {
-    core.setFailed(redact(messageOf(error), secrets));
+    log.fail(messageOf(error));
   }
 }
 
@@ -89,13 +88,13 @@ async function fetchArchive(plan: DownloadPlan, settings: DownloadSettings): Pro
   try {
     await requireFreeSpace(path.dirname(plan.target), plan.probe.total);
     const context = { what: 'downloading the archive', jobId: plan.job.id, step: plan.step };
-    const download = await core.group('Download', () => downloadArchive(plan.probe, settings, temp, context));
-    const verified = await core.group('Verify', async () => {
+    const download = await log.group('Download', () => downloadArchive(plan.probe, settings, temp, context));
+    const verified = await log.group('Verify', async () => {
       const result = await verifyArchive(temp, plan.probe, download.sha256);
-      core.info(`Size ${formatBytes(result.size)} (${result.size} bytes) as announced; sha256 ${result.sha256}`);
+      log.info(`Size ${formatBytes(result.size)} (${result.size} bytes) as announced; sha256 ${result.sha256}`);
       await fs.promises.rename(temp, plan.target);
       placed = true;
-      core.info(`Saved ${plan.target}`);
+      log.info(`Saved ${plan.target}`);
       return result;
     });
     return { download, verified };
@@ -115,18 +114,18 @@ function setOutputs(plan: Plan, verified: Partial<Verified>, extra: Record<strin
     step: plan.step === undefined ? '' : String(plan.step),
     ...extra,
   };
-  core.startGroup('Outputs');
+  log.startGroup('Outputs');
   for (const [name, value] of Object.entries(outputs)) {
     if (value === undefined) continue;
     core.setOutput(name, value);
-    core.info(`${name}: ${value}`);
+    log.info(`${name}: ${value}`);
   }
-  core.endGroup();
+  log.endGroup();
 }
 
 /** The artifact client is loaded only when needed: it is most of the action's memory. */
 async function upload(file: string, name: string, sha256: string, retentionDays?: number): Promise<UploadedArtifact> {
-  const { uploadArtifact } = await import('./artifact.js');
+  const { uploadArtifact } = await import('./runner/artifact.js');
   return uploadArtifact(file, name, sha256, retentionDays);
 }
 
@@ -134,7 +133,7 @@ function setArtifactOutputs(artifact: UploadedArtifact): void {
   core.setOutput('artifact-id', String(artifact.id));
   core.setOutput('artifact-url', artifact.url);
   core.setOutput('artifact-digest', artifact.digest);
-  core.info(`Artifact ${artifact.name} (id ${artifact.id}): ${artifact.url}`);
+  log.info(`Artifact ${artifact.name} (id ${artifact.id}): ${artifact.url}`);
 }
 
 /** `cache-hit` is `true` or `false` with `cache: true`, and not set without it. */
@@ -144,7 +143,7 @@ function cacheHit(inputs: Inputs, plan: Plan): string | undefined {
 
 /** A dry run ends after the plan: it sets the outputs known without the archive and writes the plan as the summary. */
 async function reportDryRun(plan: Plan, inputs: Inputs): Promise<void> {
-  core.info('dry-run: the plan above is complete; nothing was downloaded or written.');
+  log.info('dry-run: the plan above is complete; nothing was downloaded or written.');
   setOutputs(plan, { size: plan.size }, { 'cache-hit': cacheHit(inputs, plan) });
   await writeSummary({ ...planFacts(plan, inputs), size: plan.size, dryRun: true, extractDir: plan.extractDir });
 }
@@ -174,6 +173,6 @@ function extractionFacts(extracted: Extracted): NonNullable<SummaryFacts['extrac
 /** `keep-archive: false`: the archive goes once it is unpacked (and uploaded, when asked). */
 async function removeArchive(file: string): Promise<true> {
   await fs.promises.rm(file, { force: true });
-  core.info(`Removed the archive ${file} (keep-archive: false)`);
+  log.info(`Removed the archive ${file} (keep-archive: false)`);
   return true;
 }

@@ -1,16 +1,16 @@
 import * as path from 'node:path';
-import * as core from '@actions/core';
-import type { ArchiveFormat } from './archive-format.js';
-import { requireUsableFileName } from './artifact-service.js';
-import type { CachedArchive } from './cache.js';
-import { type CheckpointPlan, planCheckpoint, requireCompleted, requireStep, trainingKind } from './checkpoint.js';
-import { resolveDestination } from './destination.js';
-import { resolveExtractDir } from './extract.js';
+import { resolveExtractDir } from './archive/extract.js';
+import type { ArchiveFormat } from './archive/format.js';
+import { defaultFileName } from './archive/naming.js';
 import { formatBytes } from './format.js';
 import type { Inputs } from './inputs.js';
-import { defaultFileName } from './naming.js';
-import { downloadUrl, type ProbeResult, probeArchive } from './probe.js';
-import type { Job, TogetherApi } from './together.js';
+import * as log from './log.js';
+import { requireUsableFileName } from './runner/artifact-service.js';
+import type { CachedArchive } from './runner/cache.js';
+import type { Job, TogetherApi } from './together/api.js';
+import { type CheckpointPlan, planCheckpoint, requireCompleted, requireStep, trainingKind } from './together/checkpoint.js';
+import { resolveDestination } from './transfer/destination.js';
+import { downloadUrl, type ProbeResult, probeArchive } from './transfer/probe.js';
 
 interface PlanBase {
   job: Job;
@@ -44,14 +44,14 @@ export type Plan = DownloadPlan | CachedPlan;
 export async function lookUpJob(api: TogetherApi, inputs: Inputs): Promise<{ job: Job; checkpoint: CheckpointPlan }> {
   const job = await api.getJob(inputs.jobId);
   const kind = trainingKind(job.trainingType);
-  core.info(`Job ${job.id}: status ${job.status}, ${kind === 'lora' ? 'LoRA' : 'full'} fine-tuning of ${job.model ?? 'an unnamed model'}`);
-  if (job.modelOutputName) core.info(`Output model: ${job.modelOutputName}`);
+  log.info(`Job ${job.id}: status ${job.status}, ${kind === 'lora' ? 'LoRA' : 'full'} fine-tuning of ${job.model ?? 'an unnamed model'}`);
+  if (job.modelOutputName) log.info(`Output model: ${job.modelOutputName}`);
   const checkpoint = planCheckpoint(kind, inputs.checkpointType);
   if (inputs.step === undefined) {
     requireCompleted(job);
   } else {
     const checkpoints = await api.listCheckpoints(inputs.jobId);
-    core.info(`Checkpoints saved: ${checkpoints.length === 0 ? 'none' : [...new Set(checkpoints.map((c) => c.step))].join(', ')}`);
+    log.info(`Checkpoints saved: ${checkpoints.length === 0 ? 'none' : [...new Set(checkpoints.map((c) => c.step))].join(', ')}`);
     requireStep(inputs.jobId, inputs.step, checkpoints);
   }
   return { job, checkpoint };
@@ -94,14 +94,14 @@ export async function planDownload(inputs: Inputs, job: Job, checkpoint: Checkpo
 }
 
 function logPlan(url: string, plan: Plan, inputs: Pick<Inputs, 'cache' | 'keepArchive'>): void {
-  core.info(`Checkpoint: ${plan.checkpoint.fetched}${plan.step === undefined ? ', final model' : `, step ${plan.step}`}`);
-  core.info(plan.source === 'cache' ? `Source: the runner's tool cache, ${plan.cached.archive} (nothing to download)` : `Source: ${url}`);
-  core.info(`Size: ${plan.size === undefined ? 'unknown (the server did not say)' : `${formatBytes(plan.size)} (${plan.size} bytes)`}`);
-  core.info(`Format: ${plan.format === 'zstd' ? 'zstd-compressed tar' : 'gzip-compressed tar'}`);
-  if (plan.source === 'download') core.info(`Range requests: ${plan.probe.rangesHonoured ? 'honoured' : 'not honoured'}`);
-  core.info(`Destination: ${plan.target}`);
+  log.info(`Checkpoint: ${plan.checkpoint.fetched}${plan.step === undefined ? ', final model' : `, step ${plan.step}`}`);
+  log.info(plan.source === 'cache' ? `Source: the runner's tool cache, ${plan.cached.archive} (nothing to download)` : `Source: ${url}`);
+  log.info(`Size: ${plan.size === undefined ? 'unknown (the server did not say)' : `${formatBytes(plan.size)} (${plan.size} bytes)`}`);
+  log.info(`Format: ${plan.format === 'zstd' ? 'zstd-compressed tar' : 'gzip-compressed tar'}`);
+  if (plan.source === 'download') log.info(`Range requests: ${plan.probe.rangesHonoured ? 'honoured' : 'not honoured'}`);
+  log.info(`Destination: ${plan.target}`);
   if (plan.source === 'download' && inputs.cache && process.env.RUNNER_TOOL_CACHE)
-    core.info('Tool cache: not there yet; the archive is stored in it after the download');
-  if (plan.extractDir) core.info(`Extract into: ${plan.extractDir}${inputs.keepArchive ? '' : ', then remove the archive'}`);
-  if (plan.artifactName) core.info(`Artifact: ${plan.artifactName}`);
+    log.info('Tool cache: not there yet; the archive is stored in it after the download');
+  if (plan.extractDir) log.info(`Extract into: ${plan.extractDir}${inputs.keepArchive ? '' : ', then remove the archive'}`);
+  if (plan.artifactName) log.info(`Artifact: ${plan.artifactName}`);
 }

@@ -13,7 +13,7 @@ import {
   parseCacheVersion,
   restoreFromCache,
   storeInCache,
-} from '../../src/cache.js';
+} from '../../src/runner/cache.js';
 import { sha256 } from '../support/archives.js';
 
 const JOB = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';

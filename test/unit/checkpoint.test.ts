@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { planCheckpoint, requireCompleted, requireStep, trainingKind } from '../../src/checkpoint.js';
 import { InputError } from '../../src/errors.js';
+import { planCheckpoint, requireCompleted, requireStep, trainingKind } from '../../src/together/checkpoint.js';
 
 test('training kind: Lora in any case is LoRA; Full or absent is full', () => {
   assert.equal(trainingKind({ type: 'Lora' }), 'lora');

@@ -4,9 +4,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { EntryValidator, UnsafeArchiveError } from '../../src/archive/entries.js';
+import { folderNameFor, largestFiles, listArchive, resolveExtractDir } from '../../src/archive/extract.js';
+import { readTarEntries, TarFormatError } from '../../src/archive/tar.js';
 import { InputError } from '../../src/errors.js';
-import { EntryValidator, folderNameFor, largestFiles, listArchive, resolveExtractDir, UnsafeArchiveError } from '../../src/extract.js';
-import { readTarEntries, TarFormatError } from '../../src/tar.js';
 import { makeArchive } from '../support/archives.js';
 import { gnuLong, pax, type RawEntry, tarOf, zstdCompress } from '../support/tar-writer.js';
 

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { describeBytes, sniffFormat } from '../../src/archive-format.js';
+import { describeBytes, sniffFormat } from '../../src/archive/format.js';
 import { displayUrl, formatBytes, formatDuration, formatSpeed } from '../../src/format.js';
-import { ProgressReporter, progressLine } from '../../src/progress.js';
-import { escapeHtml, summaryRows } from '../../src/summary.js';
+import { escapeHtml, summaryRows } from '../../src/runner/summary.js';
+import { ProgressReporter, progressLine } from '../../src/transfer/progress.js';
 
 test('formatBytes uses binary units', () => {
   assert.equal(formatBytes(0), '0 B');

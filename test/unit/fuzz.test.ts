@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { InputError } from '../../src/errors.js';
 import { type Inputs, parseInputs, type RawInputs } from '../../src/inputs.js';
-import { downloadUrl } from '../../src/probe.js';
+import { downloadUrl } from '../../src/transfer/probe.js';
 import { rawInputs } from '../support/raw-inputs.js';
 
 const VALID = rawInputs();

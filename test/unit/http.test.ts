@@ -5,11 +5,11 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { resolveDestination } from '../../src/destination.js';
-import { downloadUrl, getFollowingRedirects, newHttpClient, totalFromContentRange } from '../../src/probe.js';
-import { planPieces } from '../../src/ranged-download.js';
-import { backoffMs, retryAfterMs } from '../../src/retry.js';
-import { explainHttpStatus } from '../../src/together.js';
+import { explainHttpStatus } from '../../src/together/api.js';
+import { resolveDestination } from '../../src/transfer/destination.js';
+import { downloadUrl, getFollowingRedirects, newHttpClient, totalFromContentRange } from '../../src/transfer/probe.js';
+import { planPieces } from '../../src/transfer/ranged-download.js';
+import { backoffMs, retryAfterMs } from '../../src/transfer/retry.js';
 
 test('downloadUrl encodes every parameter through the query', () => {
   assert.equal(

@@ -15,7 +15,8 @@ const action = parse(actionYaml) as {
   branding: { icon: string; color: string };
 };
 const source = fs
-  .readdirSync(path.join(ROOT, 'src'))
+  .readdirSync(path.join(ROOT, 'src'), { recursive: true, encoding: 'utf8' })
+  .filter((f) => f.endsWith('.ts'))
   .map((f) => fs.readFileSync(path.join(ROOT, 'src', f), 'utf8'))
   .join('\n');
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { defaultFileName, slugify } from '../../src/naming.js';
+import { defaultFileName, slugify } from '../../src/archive/naming.js';
 
 const JOB = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
 

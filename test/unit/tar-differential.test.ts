@@ -13,8 +13,8 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
-import { EntryValidator, UnsafeArchiveError } from '../../src/extract.js';
-import { readTarEntries, type TarEntry, TarFormatError } from '../../src/tar.js';
+import { EntryValidator, UnsafeArchiveError } from '../../src/archive/entries.js';
+import { readTarEntries, type TarEntry, TarFormatError } from '../../src/archive/tar.js';
 import { gnuLong, pax, type RawEntry, tarOf } from '../support/tar-writer.js';
 
 const run = promisify(execFile);

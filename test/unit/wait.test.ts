@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { Checkpoint, FineTuneEvent, Job } from '../../src/together.js';
-import { lastErrorEvent, MAX_POLL_INTERVAL_MS, pollIntervalMs, type WaitClock, waitForJob } from '../../src/wait.js';
+import type { Checkpoint, FineTuneEvent, Job } from '../../src/together/api.js';
+import { lastErrorEvent, MAX_POLL_INTERVAL_MS, pollIntervalMs, type WaitClock, waitForJob } from '../../src/together/wait.js';
 
 const JOB = 'ft-fe94af08-1c61-41d2-8494-6d7ff5386262';
 

@@ -1,11 +1,12 @@
 import type { IncomingMessage } from 'node:http';
 import * as core from '@actions/core';
 import { HttpClient } from '@actions/http-client';
-import { type ArchiveFormat, describeBytes, sniffFormat } from './archive-format.js';
-import { ActionError } from './errors.js';
-import { displayUrl } from './format.js';
+import { type ArchiveFormat, describeBytes, sniffFormat } from '../archive/format.js';
+import { ActionError } from '../errors.js';
+import { displayUrl } from '../format.js';
+import * as log from '../log.js';
+import { explainHttpStatus, type RequestContext, serverMessage } from '../together/api.js';
 import { isRetryableStatus, RetriesExhaustedError, RetryableError, retryAfterMs, withRetries } from './retry.js';
-import { explainHttpStatus, type RequestContext, serverMessage } from './together.js';
 
 export const PROBE_ATTEMPTS = 5;
 const MAX_REDIRECTS = 10;
@@ -57,7 +58,7 @@ export async function getFollowingRedirects(
   url: string,
   auth: { apiKey: string; apiHost: string },
   headers: Record<string, string>,
-  log: (line: string) => void = core.info,
+  print: (line: string) => void = log.info,
 ): Promise<{ response: IncomingMessage; url: string; sendAuth: boolean; relativeRedirect: boolean }> {
   let current = url;
   let relativeRedirect = false;
@@ -83,7 +84,7 @@ export async function getFollowingRedirects(
     // A signed storage URL carries its credentials in the query, and http-client puts the whole
     // path in some of its errors ("Request timeout: /...?X-Signature=..."), which end up in the log.
     if (next.search.length > 1) core.setSecret(next.search.slice(1));
-    log(`Redirected (HTTP ${status}) to ${displayUrl(next.href)}`);
+    print(`Redirected (HTTP ${status}) to ${displayUrl(next.href)}`);
     current = next.href;
   }
 }

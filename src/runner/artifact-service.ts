@@ -1,5 +1,5 @@
-import { ActionError, InputError } from './errors.js';
-import { parseArtifactName } from './inputs.js';
+import { ActionError, InputError } from '../errors.js';
+import { quote } from '../log.js';
 
 // What can be known about an artifact upload without loading the artifact client, which is
 // large: most runs never upload, and those that do learn early that they cannot.
@@ -22,6 +22,28 @@ export function requireArtifactService(): void {
       `Artifact upload is not available on GitHub Enterprise Server (${process.env.GITHUB_SERVER_URL}): this artifact service only exists on github.com and GHE.com. Set \`upload-artifact: false\` and upload the file at the \`path\` output with actions/upload-artifact@v3 instead.`,
     );
   }
+}
+
+// The characters GitHub's artifact service refuses in a name.
+const ARTIFACT_NAME_FORBIDDEN = /[":<>|*?\\/\r\n]/;
+
+export function parseArtifactName(value: string): string | undefined {
+  if (value === '') return undefined;
+  const trimmed = value.trim();
+  if (trimmed === '') {
+    throw new InputError('artifact-name', 'is blank. Give a name, or leave the input out to use the downloaded file name.');
+  }
+  // An un-zipped artifact is named like a file, and no file can be called `.` or `..`.
+  if (trimmed === '.' || trimmed === '..') {
+    throw new InputError('artifact-name', `${quote(trimmed)} cannot name an artifact, which is named like a file. Choose another name.`);
+  }
+  if (ARTIFACT_NAME_FORBIDDEN.test(trimmed)) {
+    throw new InputError(
+      'artifact-name',
+      `${quote(trimmed)} contains a character artifacts cannot have. Do not use any of: " : < > | * ? \\ / carriage return, newline.`,
+    );
+  }
+  return trimmed;
 }
 
 /** A default artifact name (the file's) must pass the same rules as one given as input. */

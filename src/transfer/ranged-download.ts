@@ -2,15 +2,14 @@ import * as fs from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
-import * as core from '@actions/core';
 import type { HttpClient } from '@actions/http-client';
-import type { DownloadResult } from './download.js';
-import { ActionError } from './errors.js';
-import { displayUrl, formatBytes } from './format.js';
+import { ActionError } from '../errors.js';
+import { displayUrl, formatBytes } from '../format.js';
+import * as log from '../log.js';
+import { explainHttpStatus, type RequestContext } from '../together/api.js';
 import { explainStorageStatus, getFollowingRedirects, newHttpClient, type ProbeResult, totalFromContentRange } from './probe.js';
 import { ProgressReporter } from './progress.js';
 import { backoffMs, DEFAULT_BACKOFF, isRetryableStatus, RetryableError, retryAfterMs } from './retry.js';
-import { explainHttpStatus, type RequestContext } from './together.js';
 
 export const DEFAULT_CONNECTIONS = 6;
 export const DEFAULT_STALL_TIMEOUT_SECONDS = 60;
@@ -28,7 +27,9 @@ export interface RangedOptions {
   apiHost: string;
 }
 
-export interface RangedResult extends DownloadResult {
+export interface RangedResult {
+  bytes: number;
+  elapsedMs: number;
   sha256: string;
   /** How long the hash took to catch up after the last byte arrived. */
   hashTailMs: number;
@@ -70,7 +71,7 @@ export async function downloadRanged(
 ): Promise<RangedResult> {
   const pieces = planPieces(probe.total, options.connections);
   const connections = Math.max(1, Math.min(options.connections, pieces.length));
-  core.info(
+  log.info(
     `Downloading ${formatBytes(probe.total)} as ${pieces.length} range${pieces.length === 1 ? '' : 's'} over ${connections} connection${connections === 1 ? '' : 's'}`,
   );
   // The socket timeout covers a server that never answers; our own stall timer, a little shorter,
@@ -111,7 +112,7 @@ export async function downloadRanged(
           );
         }
         const wait = Math.min(DEFAULT_BACKOFF.capMs, error.waitMs ?? backoffMs(failures - 1));
-        core.info(`Range ${piece.start + piece.received}-${piece.end}: ${error.message}; resuming in ${(wait / 1000).toFixed(1)} s`);
+        log.info(`Range ${piece.start + piece.received}-${piece.end}: ${error.message}; resuming in ${(wait / 1000).toFixed(1)} s`);
         // Another piece's failure ends the download: stop waiting at once rather than start a request.
         await sleep(wait, undefined, { signal: abort.signal }).catch(() => undefined);
         if (abort.signal.aborted) throw new ActionError('aborted');
@@ -166,7 +167,7 @@ async function fetchRange(
       probe.requestUrl,
       { apiKey, apiHost: options.apiHost },
       { range: `bytes=${from}-${piece.end}` },
-      core.debug,
+      log.debug,
     ));
   } catch (error) {
     if (error instanceof ActionError) throw error;

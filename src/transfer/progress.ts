@@ -1,5 +1,5 @@
-import * as core from '@actions/core';
-import { formatBytes, formatDuration, formatSpeed } from './format.js';
+import { formatBytes, formatDuration, formatSpeed } from '../format.js';
+import * as log from '../log.js';
 
 export const PROGRESS_INTERVAL_MS = 5_000;
 
@@ -26,7 +26,7 @@ export class ProgressReporter {
 
   constructor(
     private readonly total: number | undefined,
-    private readonly log: (line: string) => void = core.info,
+    private readonly print: (line: string) => void = log.info,
     private readonly now: () => number = Date.now,
     private readonly intervalMs = PROGRESS_INTERVAL_MS,
   ) {
@@ -38,13 +38,13 @@ export class ProgressReporter {
     const now = this.now();
     if (now - this.lastLoggedAt < this.intervalMs) return;
     this.lastLoggedAt = now;
-    this.log(progressLine(bytes, this.total, now - this.startedAt));
+    this.print(progressLine(bytes, this.total, now - this.startedAt));
   }
 
   /** Logs the closing line and returns the elapsed time in ms. */
   finish(bytes: number): number {
     const elapsed = this.now() - this.startedAt;
-    this.log(`${progressLine(bytes, this.total, elapsed)}, done in ${formatDuration(elapsed / 1000)}`);
+    this.print(`${progressLine(bytes, this.total, elapsed)}, done in ${formatDuration(elapsed / 1000)}`);
     return elapsed;
   }
 }

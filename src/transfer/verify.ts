@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { type ArchiveFormat, describeBytes, sniffFormat } from './archive-format.js';
-import { ActionError } from './errors.js';
+import { type ArchiveFormat, describeBytes, sniffFormat } from '../archive/format.js';
+import { ActionError } from '../errors.js';
 
 export interface Verified {
   size: number;

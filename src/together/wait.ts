@@ -1,7 +1,7 @@
-import * as core from '@actions/core';
-import { ActionError } from './errors.js';
-import { formatDuration } from './format.js';
-import type { FineTuneEvent, Job, TogetherApi } from './together.js';
+import { ActionError } from '../errors.js';
+import { formatDuration } from '../format.js';
+import * as log from '../log.js';
+import type { FineTuneEvent, Job, TogetherApi } from './api.js';
 
 /** The first wait between two polls; each next one is 1.5 times longer, up to the cap. */
 export const FIRST_POLL_INTERVAL_MS = 2_000;
@@ -49,22 +49,22 @@ export async function waitForJob(
   const start = clock.now();
   const deadline = start + target.timeoutMs;
   const awaited = target.step === undefined ? 'to complete' : `to list the checkpoint at step ${target.step}`;
-  core.info(`Waiting up to ${formatDuration(target.timeoutMs / 1000)} for job ${target.jobId} ${awaited}`);
+  log.info(`Waiting up to ${formatDuration(target.timeoutMs / 1000)} for job ${target.jobId} ${awaited}`);
   let lastStatus: string | undefined;
   let lastSteps = '';
   for (let n = 0; ; n++) {
     const poll = await pollOnce(api, target);
     const elapsed = formatDuration((clock.now() - start) / 1000);
     if (poll.job.status !== lastStatus) {
-      core.info(`[${elapsed}] status: ${poll.job.status}`);
+      log.info(`[${elapsed}] status: ${poll.job.status}`);
       lastStatus = poll.job.status;
     }
     if (!poll.done && poll.steps !== undefined && poll.steps.join(', ') !== lastSteps) {
       lastSteps = poll.steps.join(', ');
-      if (lastSteps) core.info(`[${elapsed}] checkpoints saved: ${lastSteps}`);
+      if (lastSteps) log.info(`[${elapsed}] checkpoints saved: ${lastSteps}`);
     }
     if (poll.done) {
-      core.info(`[${elapsed}] ${target.step === undefined ? 'the job is completed' : `the checkpoint at step ${target.step} is listed`}`);
+      log.info(`[${elapsed}] ${target.step === undefined ? 'the job is completed' : `the checkpoint at step ${target.step} is listed`}`);
       return poll.job;
     }
     if (ENDED_STATUSES.has(poll.job.status)) throw await endedError(api, target, poll.job.status);
@@ -98,7 +98,7 @@ async function endedError(api: Pick<TogetherApi, 'listEvents'>, target: WaitTarg
   try {
     events = await api.listEvents(target.jobId);
   } catch (error) {
-    core.warning(`Could not read the job's events: ${(error as Error).message}`);
+    log.warning(`Could not read the job's events: ${(error as Error).message}`);
   }
   const why = lastErrorEvent(events);
   const said = why ? ` Together says: ${why}` : ' Together recorded no error message for it.';

@@ -1,5 +1,5 @@
 import * as core from '@actions/core';
-import { formatBytes, formatDuration, formatSpeed } from './format.js';
+import { formatBytes, formatDuration, formatSpeed } from '../format.js';
 
 export interface SummaryFacts {
   jobId: string;

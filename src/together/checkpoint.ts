@@ -1,5 +1,8 @@
-import { ActionError, InputError } from './errors.js';
-import type { CheckpointChoice } from './inputs.js';
+import { ActionError, InputError } from '../errors.js';
+
+export const CHECKPOINT_TYPES = ['default', 'merged', 'adapter'] as const;
+/** The `checkpoint-type` input. */
+export type CheckpointChoice = (typeof CHECKPOINT_TYPES)[number];
 
 /** What was fetched, as reported in the `checkpoint-type` output. */
 export type FetchedType = 'merged' | 'adapter' | 'model';

@@ -1,7 +1,7 @@
-import * as core from '@actions/core';
 import { HttpClient } from '@actions/http-client';
 import Together, { APIConnectionError, APIError } from 'together-ai';
-import { ActionError } from './errors.js';
+import { ActionError } from '../errors.js';
+import * as log from '../log.js';
 
 /** The attempts the SDK makes for 408/409/429/5xx and network errors (retries + 1). */
 export const API_ATTEMPTS = 5;
@@ -86,7 +86,7 @@ export class TogetherApi {
   }
 
   private async call<T>(context: RequestContext, request: () => Promise<T>): Promise<T> {
-    core.debug(`Together API: ${context.what} for ${context.jobId}`);
+    log.debug(`Together API: ${context.what} for ${context.jobId}`);
     try {
       return await request();
     } catch (error) {

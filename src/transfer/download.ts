@@ -1,14 +1,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as core from '@actions/core';
 import * as tc from '@actions/tool-cache';
+import { ActionError } from '../errors.js';
+import { displayUrl } from '../format.js';
+import * as log from '../log.js';
+import { explainHttpStatus, type RequestContext } from '../together/api.js';
 import { trackTempFile } from './destination.js';
-import { ActionError } from './errors.js';
-import { displayUrl } from './format.js';
 import type { ProbeResult } from './probe.js';
 import { ProgressReporter } from './progress.js';
 import { downloadRanged } from './ranged-download.js';
-import { explainHttpStatus, type RequestContext } from './together.js';
 
 /** tool-cache makes this many attempts itself. */
 export const TOOL_CACHE_ATTEMPTS = 3;
@@ -42,10 +42,10 @@ export async function downloadArchive(
 ): Promise<DownloadResult> {
   if (probe.rangesHonoured && probe.total !== undefined && probe.total > 0) {
     const result = await downloadRanged({ ...probe, total: probe.total }, settings.apiKey, tempFile, settings, context);
-    core.info(`sha256 computed during the download; it finished ${(result.hashTailMs / 1000).toFixed(2)} s after the last byte`);
+    log.info(`sha256 computed during the download; it finished ${(result.hashTailMs / 1000).toFixed(2)} s after the last byte`);
     return result;
   }
-  core.info(
+  log.info(
     probe.rangesHonoured
       ? 'The server did not say how large the archive is: downloading it as one stream.'
       : 'The server does not honour range requests: downloading the archive as one stream, without resume.',
@@ -96,7 +96,7 @@ export async function downloadWithToolCache(
             { cause: error },
           );
         }
-        core.info(
+        log.info(
           'A response broke off before its first byte was saved, and tool-cache will not retry over the empty file it left behind: removed it, starting again.',
         );
         await fs.promises.rm(file, { force: true });

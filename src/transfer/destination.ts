@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as core from '@actions/core';
-import { ActionError, InputError } from './errors.js';
-import { formatBytes } from './format.js';
+import { ActionError, InputError } from '../errors.js';
+import { formatBytes } from '../format.js';
+import * as log from '../log.js';
 
 export interface Destination {
   /** The directory the file goes into. */
@@ -99,7 +99,7 @@ function installSignalHandlers(): void {
           // Best effort: the process is exiting either way.
         }
       }
-      core.error(`Cancelled (${signal}); the partial download was removed.`);
+      log.error(`Cancelled (${signal}); the partial download was removed.`);
       process.exit(code);
     });
   }

@@ -12,14 +12,14 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as core from '@actions/core';
 import * as tc from '@actions/tool-cache';
-import type { ArchiveFormat } from './archive-format.js';
-import type { FetchedType } from './checkpoint.js';
-import { prepareDirectory, requireFreeSpace, type SpaceNeed, tempPathFor, trackTempFile } from './destination.js';
-import { formatBytes, formatDuration } from './format.js';
-import { ARCHIVE_EXTENSIONS } from './naming.js';
-import { hashFile } from './verify.js';
+import type { ArchiveFormat } from '../archive/format.js';
+import { ARCHIVE_EXTENSIONS } from '../archive/naming.js';
+import { formatBytes, formatDuration } from '../format.js';
+import * as log from '../log.js';
+import type { FetchedType } from '../together/checkpoint.js';
+import { prepareDirectory, requireFreeSpace, type SpaceNeed, tempPathFor, trackTempFile } from '../transfer/destination.js';
+import { hashFile } from '../transfer/verify.js';
 
 export const CACHE_TOOL = 'together-model';
 /** A model is the same on every architecture; one fixed arch keeps store and lookup in step. */
@@ -94,7 +94,7 @@ function describeKey(key: CacheKey): string {
 function cacheRoot({ warn = true } = {}): string | undefined {
   const root = process.env.RUNNER_TOOL_CACHE;
   if (!root && warn) {
-    core.warning(
+    log.warning(
       '`cache: true` needs the runner tool cache, but RUNNER_TOOL_CACHE is not set (this is not a GitHub Actions runner). Downloading without the cache.',
     );
   }
@@ -134,22 +134,22 @@ export async function findCachedArchive(key: CacheKey, { verify = true } = {}): 
   try {
     version = cacheVersion(key);
   } catch (error) {
-    core.warning(`Not using the tool cache: ${(error as Error).message}.`);
+    log.warning(`Not using the tool cache: ${(error as Error).message}.`);
     return undefined;
   }
   const dir = tc.find(CACHE_TOOL, version, CACHE_ARCH);
   if (!dir) {
-    core.info(`Cache miss: ${describeKey(key)} is not in the runner's tool cache (${CACHE_TOOL} ${version})`);
+    log.info(`Cache miss: ${describeKey(key)} is not in the runner's tool cache (${CACHE_TOOL} ${version})`);
     return undefined;
   }
   const meta = readMeta(dir, key);
   const reject = async (why: string) => {
     if (!verify) {
       // A dry run writes nothing, not even a removal.
-      core.warning(`The tool-cache entry ${dir} is unusable: ${why}. A run without \`dry-run\` removes it and downloads again.`);
+      log.warning(`The tool-cache entry ${dir} is unusable: ${why}. A run without \`dry-run\` removes it and downloads again.`);
       return undefined;
     }
-    core.warning(`The tool-cache entry ${dir} is unusable: ${why}. It was removed; downloading again.`);
+    log.warning(`The tool-cache entry ${dir} is unusable: ${why}. It was removed; downloading again.`);
     await evict(dir);
     return undefined;
   };
@@ -161,13 +161,13 @@ export async function findCachedArchive(key: CacheKey, { verify = true } = {}): 
     const started = Date.now();
     const actual = await hashFile(archive);
     if (actual.sha256 !== meta.sha256) return reject(`its archive's sha256 is ${actual.sha256}, not the ${meta.sha256} stored with it`);
-    core.info(
+    log.info(
       `Cache hit: ${describeKey(key)}, ${formatBytes(meta.size)}, sha256 ${meta.sha256} checked in ${formatDuration((Date.now() - started) / 1000)}`,
     );
   } else {
-    core.info(`Cache hit: ${describeKey(key)}, ${formatBytes(meta.size)}, sha256 ${meta.sha256} (not re-checked in a dry run)`);
+    log.info(`Cache hit: ${describeKey(key)}, ${formatBytes(meta.size)}, sha256 ${meta.sha256} (not re-checked in a dry run)`);
   }
-  core.info(`Cached at ${archive}`);
+  log.info(`Cached at ${archive}`);
   return { dir, archive, meta, version };
 }
 
@@ -205,7 +205,7 @@ export async function restoreFromCache(
     const how = await linkOrCopy(cached.archive, temp, cached.meta.size);
     await fs.promises.rename(temp, target);
     placed = true;
-    core.info(`Saved ${target} from the tool cache (${how}); nothing was downloaded`);
+    log.info(`Saved ${target} from the tool cache (${how}); nothing was downloaded`);
     return { download: { elapsedMs: Date.now() - started }, verified: { size: cached.meta.size, sha256: cached.meta.sha256 } };
   } finally {
     await removeTemp();
@@ -230,7 +230,7 @@ export async function storeInCache(
     const versionDir = path.join(root, CACHE_TOOL, version);
     const dir = path.join(versionDir, CACHE_ARCH);
     if (fs.existsSync(`${dir}.complete`)) {
-      core.info(`Already in the tool cache: ${dir}`);
+      log.info(`Already in the tool cache: ${dir}`);
       return;
     }
     await fs.promises.mkdir(versionDir, { recursive: true });
@@ -257,9 +257,9 @@ export async function storeInCache(
     await fs.promises.rm(dir, { recursive: true, force: true });
     await fs.promises.rename(staging, dir);
     await fs.promises.writeFile(`${dir}.complete`, '');
-    core.info(`Stored in the tool cache (${how}): ${dir}`);
+    log.info(`Stored in the tool cache (${how}): ${dir}`);
   } catch (error) {
-    core.warning(
+    log.warning(
       `Could not store the archive in the tool cache: ${(error as Error).message}. The download itself is fine; the next run downloads it again.`,
     );
   } finally {

@@ -1,5 +1,5 @@
-import type { ArchiveFormat } from './archive-format.js';
-import type { FetchedType } from './checkpoint.js';
+import type { FetchedType } from '../together/checkpoint.js';
+import type { ArchiveFormat } from './format.js';
 
 /**
  * Turns a model name into something safe for one path component: `/` becomes `--`, `_` and spaces

@@ -1,4 +1,4 @@
-import * as core from '@actions/core';
+import * as log from '../log.js';
 
 /** Statuses worth another try: throttling, timeouts and the transient server errors. */
 export function isRetryableStatus(status: number): boolean {
@@ -76,7 +76,7 @@ export async function withRetries<T>(
       if (!(error instanceof RetryableError)) throw error;
       if (n + 1 >= attempts) throw new RetriesExhaustedError(what, attempts, error);
       const wait = Math.min(backoff.capMs, error.waitMs ?? backoffMs(n, backoff));
-      core.info(`${what}: ${error.message}; attempt ${n + 2} of ${attempts} in ${(wait / 1000).toFixed(1)} s`);
+      log.info(`${what}: ${error.message}; attempt ${n + 2} of ${attempts} in ${(wait / 1000).toFixed(1)} s`);
       await new Promise((resolve) => setTimeout(resolve, wait));
     }
   }

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DefaultArtifactClient, GHESNotSupportedError } from '@actions/artifact';
+import { ActionError, messageOf } from '../errors.js';
 import { artifactUrl } from './artifact-service.js';
-import { ActionError, messageOf } from './errors.js';
 
 export interface UploadedArtifact {
   id: number;
