@@ -32,9 +32,14 @@ export interface SummaryFacts {
   artifact?: { name: string; url: string };
 }
 
-/** Summary cells are raw HTML: anything that came from a server or a user must be escaped. */
+/**
+ * Summary cells are raw HTML: anything that came from a server, an archive or a user is escaped,
+ * control and separator characters included. A raw newline could end the HTML block (GitHub
+ * renders what follows a blank line as Markdown), so it becomes a character reference too.
+ */
 export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what must not pass raw
+  return text.replace(/[&<>"'`|\\[\]()*_!\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 const code = (text: string) => `<code>${escapeHtml(text)}</code>`;

@@ -9,7 +9,7 @@ import * as log from '../log.js';
 import { explainHttpStatus, type RequestContext } from '../together/api.js';
 import { explainStorageStatus, getFollowingRedirects, newHttpClient, type ProbeResult, totalFromContentRange } from './probe.js';
 import { ProgressReporter } from './progress.js';
-import { backoffMs, DEFAULT_BACKOFF, isRetryableStatus, RetryableError, retryAfterMs } from './retry.js';
+import { backoffMs, isRetryableStatus, nextWaitMs, RetryableError, retryAfterMs } from './retry.js';
 
 export const DEFAULT_CONNECTIONS = 6;
 export const DEFAULT_STALL_TIMEOUT_SECONDS = 60;
@@ -111,8 +111,8 @@ export async function downloadRanged(
             `The download from ${displayUrl(probe.url)} failed: bytes ${piece.start + piece.received}-${piece.end} still failed after ${PIECE_ATTEMPTS} attempts (${error.message}). Run the job again; the connection to the server keeps breaking.`,
           );
         }
-        const wait = Math.min(DEFAULT_BACKOFF.capMs, error.waitMs ?? backoffMs(failures - 1));
-        log.info(`Range ${piece.start + piece.received}-${piece.end}: ${error.message}; resuming in ${(wait / 1000).toFixed(1)} s`);
+        const { waitMs: wait, note } = nextWaitMs(error.waitMs, () => backoffMs(failures - 1));
+        log.info(`Range ${piece.start + piece.received}-${piece.end}: ${error.message}; resuming in ${(wait / 1000).toFixed(1)} s${note}`);
         // Another piece's failure ends the download: stop waiting at once rather than start a request.
         await sleep(wait, undefined, { signal: abort.signal }).catch(() => undefined);
         if (abort.signal.aborted) throw new ActionError('aborted');

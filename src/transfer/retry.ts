@@ -24,6 +24,22 @@ export function retryAfterMs(headers: Record<string, string | string[] | undefin
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
+/** The longest wait a server's `retry-after` or `retry-after-ms` can ask for; longer asks are cut to this. */
+export const MAX_SERVER_WAIT_MS = 60_000;
+
+/**
+ * How long to wait before the next attempt: what the server asked for, capped at
+ * `MAX_SERVER_WAIT_MS`, or else a backoff. `note` says so when the server's ask was cut.
+ */
+export function nextWaitMs(asked: number | undefined, backoff: () => number): { waitMs: number; note: string } {
+  if (asked === undefined) return { waitMs: backoff(), note: '' };
+  if (asked <= MAX_SERVER_WAIT_MS) return { waitMs: asked, note: ' (as the server asked)' };
+  return {
+    waitMs: MAX_SERVER_WAIT_MS,
+    note: ` (the server asked for ${(asked / 1000).toFixed(0)} s; ${MAX_SERVER_WAIT_MS / 1000} s is the most this action waits)`,
+  };
+}
+
 export interface BackoffOptions {
   baseMs: number;
   capMs: number;
@@ -62,7 +78,7 @@ export class RetriesExhaustedError extends Error {
 
 /**
  * Runs `attempt` until it succeeds, throws something other than a RetryableError, or runs out of
- * attempts. Waits honour the server's retry-after, capped so a hostile value cannot stall a job.
+ * attempts. Waits honour the server's retry-after, capped so that a hostile value cannot stall a job.
  */
 export async function withRetries<T>(
   what: string,
@@ -75,9 +91,9 @@ export async function withRetries<T>(
     } catch (error) {
       if (!(error instanceof RetryableError)) throw error;
       if (n + 1 >= attempts) throw new RetriesExhaustedError(what, attempts, error);
-      const wait = Math.min(backoff.capMs, error.waitMs ?? backoffMs(n, backoff));
-      log.info(`${what}: ${error.message}; attempt ${n + 2} of ${attempts} in ${(wait / 1000).toFixed(1)} s`);
-      await new Promise((resolve) => setTimeout(resolve, wait));
+      const { waitMs, note } = nextWaitMs(error.waitMs, () => backoffMs(n, backoff));
+      log.info(`${what}: ${error.message}; attempt ${n + 2} of ${attempts} in ${(waitMs / 1000).toFixed(1)} s${note}`);
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
     }
   }
 }
