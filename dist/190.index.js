@@ -16,7 +16,9 @@ export const modules = {
 /* harmony import */ var node_path__WEBPACK_IMPORTED_MODULE_2___default = /*#__PURE__*/__webpack_require__.n(node_path__WEBPACK_IMPORTED_MODULE_2__);
 /* harmony import */ var _actions_artifact__WEBPACK_IMPORTED_MODULE_3__ = __webpack_require__(20584);
 /* harmony import */ var _errors_js__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(83916);
-/* harmony import */ var _artifact_service_js__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(40148);
+/* harmony import */ var _transfer_rename_js__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(44877);
+/* harmony import */ var _artifact_service_js__WEBPACK_IMPORTED_MODULE_6__ = __webpack_require__(40148);
+
 
 
 
@@ -62,11 +64,11 @@ async function uploadArtifact(file, name, sha256, retentionDays) {
         if (digest !== sha256) {
             throw new _errors_js__WEBPACK_IMPORTED_MODULE_4__/* .ActionError */ .lZ(`The artifact service reports sha256 ${digest || '(none)'} for artifact ${name}, but the downloaded file's sha256 is ${sha256}. The upload may be corrupt; run the job again.`);
         }
-        return { id: result.id, name, url: (0,_artifact_service_js__WEBPACK_IMPORTED_MODULE_5__/* .artifactUrl */ .Wk)(result.id), digest };
+        return { id: result.id, name, url: (0,_artifact_service_js__WEBPACK_IMPORTED_MODULE_6__/* .artifactUrl */ .Wk)(result.id), digest };
     }
     finally {
         if (moved)
-            await node_fs__WEBPACK_IMPORTED_MODULE_1__.promises.rename(staged, file);
+            await (0,_transfer_rename_js__WEBPACK_IMPORTED_MODULE_5__/* .renameWithRetry */ .fU)(staged, file);
         if (needsStaging)
             await node_fs__WEBPACK_IMPORTED_MODULE_1__.promises.rm(staging, { recursive: true, force: true });
     }

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import { type Extracted, extractArchive, largestFiles } from './archive/extract.js';
-import { messageOf } from './errors.js';
+import { ActionError, messageOf } from './errors.js';
 import { formatBytes } from './format.js';
 import { type Inputs, readInputs } from './inputs.js';
 import * as log from './log.js';
@@ -15,6 +15,7 @@ import { TogetherApi } from './together/api.js';
 import { waitForJob } from './together/wait.js';
 import { prepareDirectory, requireFreeSpace, tempPathFor, trackTempFile } from './transfer/destination.js';
 import { type DownloadResult, type DownloadSettings, downloadArchive } from './transfer/download.js';
+import { FileInUseError, renameWithRetry } from './transfer/rename.js';
 import { type Verified, verifyArchive } from './transfer/verify.js';
 
 /**
@@ -92,7 +93,7 @@ async function fetchArchive(plan: DownloadPlan, settings: DownloadSettings): Pro
     const verified = await log.group('Verify', async () => {
       const result = await verifyArchive(temp, plan.probe, download.sha256);
       log.info(`Size ${formatBytes(result.size)} (${result.size} bytes) as announced; sha256 ${result.sha256}`);
-      await fs.promises.rename(temp, plan.target);
+      await placeVerified(temp, plan.target, result.sha256);
       placed = true;
       log.info(`Saved ${plan.target}`);
       return result;
@@ -101,6 +102,25 @@ async function fetchArchive(plan: DownloadPlan, settings: DownloadSettings): Pro
   } finally {
     await removeTemp();
     if (!placed) await directory.removeIfCreated();
+  }
+}
+
+/**
+ * Moves the verified download over the target. When something holds the target open for longer
+ * than the rename waits (Windows), the verified file is kept beside it rather than thrown away.
+ */
+async function placeVerified(temp: string, target: string, sha256: string): Promise<void> {
+  try {
+    await renameWithRetry(temp, target);
+  } catch (error) {
+    if (!(error instanceof FileInUseError)) throw error;
+    const kept = `${target}.verified`;
+    await renameWithRetry(temp, kept).catch(() => {
+      throw error;
+    });
+    throw new ActionError(
+      `${error.message} The verified download (sha256 ${sha256}) is kept at ${kept}: move it over ${target} once nothing holds that file, or run the step again.`,
+    );
   }
 }
 

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DefaultArtifactClient, GHESNotSupportedError } from '@actions/artifact';
 import { ActionError, messageOf } from '../errors.js';
+import { renameWithRetry } from '../transfer/rename.js';
 import { artifactUrl } from './artifact-service.js';
 
 export interface UploadedArtifact {
@@ -61,7 +62,7 @@ export async function uploadArtifact(file: string, name: string, sha256: string,
     }
     return { id: result.id, name, url: artifactUrl(result.id), digest };
   } finally {
-    if (moved) await fs.promises.rename(staged, file);
+    if (moved) await renameWithRetry(staged, file);
     if (needsStaging) await fs.promises.rm(staging, { recursive: true, force: true });
   }
 }

@@ -19,6 +19,7 @@ import { formatBytes, formatDuration } from '../format.js';
 import * as log from '../log.js';
 import type { FetchedType } from '../together/checkpoint.js';
 import { prepareDirectory, requireFreeSpace, type SpaceNeed, tempPathFor, trackTempFile } from '../transfer/destination.js';
+import { renameWithRetry } from '../transfer/rename.js';
 import { hashFile } from '../transfer/verify.js';
 
 export const CACHE_TOOL = 'together-model';
@@ -203,7 +204,7 @@ export async function restoreFromCache(
   let placed = false;
   try {
     const how = await linkOrCopy(cached.archive, temp, cached.meta.size);
-    await fs.promises.rename(temp, target);
+    await renameWithRetry(temp, target);
     placed = true;
     log.info(`Saved ${target} from the tool cache (${how}); nothing was downloaded`);
     return { download: { elapsedMs: Date.now() - started }, verified: { size: cached.meta.size, sha256: cached.meta.sha256 } };
@@ -255,7 +256,7 @@ export async function storeInCache(
     await fs.promises.writeFile(path.join(staging, META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
     // A folder without its marker is a leftover of an interrupted store: replace it.
     await fs.promises.rm(dir, { recursive: true, force: true });
-    await fs.promises.rename(staging, dir);
+    await renameWithRetry(staging, dir);
     await fs.promises.writeFile(`${dir}.complete`, '');
     log.info(`Stored in the tool cache (${how}): ${dir}`);
   } catch (error) {

@@ -9,6 +9,7 @@ import { trackTempFile } from './destination.js';
 import type { ProbeResult } from './probe.js';
 import { ProgressReporter } from './progress.js';
 import { downloadRanged } from './ranged-download.js';
+import { renameWithRetry } from './rename.js';
 
 /** tool-cache makes this many attempts itself. */
 export const TOOL_CACHE_ATTEMPTS = 3;
@@ -103,7 +104,7 @@ export async function downloadWithToolCache(
       }
     }
     const bytes = await sizeNow();
-    await fs.promises.rename(file, tempFile);
+    await renameWithRetry(file, tempFile);
     return { bytes, elapsedMs: progress.finish(bytes) };
   } finally {
     clearInterval(timer);
