@@ -1,8 +1,10 @@
+import * as path from 'node:path';
 import * as core from '@actions/core';
 import { InputError } from './errors.js';
 import { quote, registerSecret } from './log.js';
 import { parseArtifactName } from './runner/artifact-service.js';
 import { CHECKPOINT_TYPES, type CheckpointChoice } from './together/checkpoint.js';
+import { requireReplaceable, resolveDestination } from './transfer/destination.js';
 import { DEFAULT_CONNECTIONS, DEFAULT_STALL_TIMEOUT_SECONDS } from './transfer/ranged-download.js';
 
 export const DEFAULT_BASE_URL = 'https://api.together.ai/v1';
@@ -111,7 +113,7 @@ export function parseInputs(raw: RawInputs): Inputs {
     jobId,
     step: stepInJobId ?? stepInput,
     checkpointType: parseCheckpointType(raw['checkpoint-type']),
-    path: raw.path.trim(),
+    path: parsePath(raw.path, raw.workspace),
     workspace: raw.workspace,
     apiKey,
     baseUrl: parseBaseUrl(raw['base-url']),
@@ -126,6 +128,14 @@ export function parseInputs(raw: RawInputs): Inputs {
     connections: parseIntegerInRange('connections', raw.connections, DEFAULT_CONNECTIONS, 1, 32, 'parallel connections'),
     stallTimeoutSeconds: parseIntegerInRange('stall-timeout', raw['stall-timeout'], DEFAULT_STALL_TIMEOUT_SECONDS, 1, 3600, 'seconds'),
   };
+}
+
+/** The `path` input, with a file it names checked before any request: only a regular file is replaced. */
+export function parsePath(value: string, workspace: string): string {
+  const trimmed = value.trim();
+  const destination = resolveDestination(trimmed, workspace);
+  if (destination.name !== undefined) requireReplaceable(path.join(destination.dir, destination.name));
+  return trimmed;
 }
 
 /**

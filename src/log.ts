@@ -24,7 +24,10 @@ export function registerSecret(secret: string): void {
 export function redact(text: string, extra: readonly string[] = []): string {
   let out = text;
   // Longest first, so that a secret containing another is replaced whole.
-  for (const secret of [...secrets, ...extra].sort((a, b) => b.length - a.length)) {
+  const all = [...secrets, ...extra];
+  // A secret with a control character in it may also appear escaped (`\n`) in text that was.
+  const forms = new Set([...all, ...all.map(escapeControls)]);
+  for (const secret of [...forms].sort((a, b) => b.length - a.length)) {
     if (secret.length > 0) out = out.split(secret).join('***');
   }
   return out;

@@ -9,7 +9,7 @@ import { requireUsableFileName } from './runner/artifact-service.js';
 import type { CachedArchive } from './runner/cache.js';
 import type { Job, TogetherApi } from './together/api.js';
 import { type CheckpointPlan, planCheckpoint, requireCompleted, requireStep, trainingKind } from './together/checkpoint.js';
-import { resolveDestination } from './transfer/destination.js';
+import { requireReplaceable, resolveDestination } from './transfer/destination.js';
 import { downloadUrl, type ProbeResult, probeArchive } from './transfer/probe.js';
 
 interface PlanBase {
@@ -83,6 +83,8 @@ export async function planDownload(inputs: Inputs, job: Job, checkpoint: Checkpo
       format: origin.format,
     });
   const target = path.join(destination.dir, name);
+  // A name chosen by `path` was checked with the inputs; a default one can be checked only now.
+  if (destination.name === undefined) requireReplaceable(target);
   const plan: Plan = { job, step: inputs.step, checkpoint, target, ...origin };
   if (inputs.extract) plan.extractDir = resolveExtractDir(inputs.extractPath, target, inputs.workspace);
   if (inputs.uploadArtifact) {

@@ -18,7 +18,15 @@ import { ARCHIVE_EXTENSIONS } from '../archive/naming.js';
 import { formatBytes, formatDuration } from '../format.js';
 import * as log from '../log.js';
 import type { FetchedType } from '../together/checkpoint.js';
-import { prepareDirectory, requireFreeSpace, type SpaceNeed, tempPathFor, trackTempFile } from '../transfer/destination.js';
+import {
+  makeDirectories,
+  prepareDirectory,
+  requireFreeSpace,
+  type SpaceNeed,
+  tempPathFor,
+  trackTempFile,
+} from '../transfer/destination.js';
+import { explainDiskError, isDiskError } from '../transfer/disk-errors.js';
 import { renameWithRetry } from '../transfer/rename.js';
 import { hashFile } from '../transfer/verify.js';
 
@@ -102,8 +110,38 @@ function cacheRoot({ warn = true } = {}): string | undefined {
   return root || undefined;
 }
 
+/** A record is a few hundred bytes; anything much larger was not written by this action. */
+const MAX_META_BYTES = 64 * 1024;
+
+/**
+ * The first symbolic link on the way from the cache root down to `target` (the root itself may be
+ * one: runners link it), or undefined. An entry reached through a link could lie anywhere on the
+ * disk, so such an entry is neither used nor written.
+ */
+export function linkOnTheWay(root: string, target: string): string | undefined {
+  const relative = path.relative(root, target);
+  if (relative.startsWith('..') || path.isAbsolute(relative)) return target;
+  let current = root;
+  for (const part of relative.split(path.sep).filter(Boolean)) {
+    current = path.join(current, part);
+    if (fs.lstatSync(current, { throwIfNoEntry: false })?.isSymbolicLink()) return current;
+  }
+  return undefined;
+}
+
+/** Why `file` cannot be one of an entry's files (it must be a regular file, not a link, a FIFO or a folder), or undefined. */
+function notARegularFile(file: string, maxBytes?: number): string | undefined {
+  const stat = fs.lstatSync(file, { throwIfNoEntry: false });
+  if (stat === undefined) return `${path.basename(file)} is missing`;
+  if (!stat.isFile()) return `${path.basename(file)} is not a regular file`;
+  if (maxBytes !== undefined && stat.size > maxBytes) return `${path.basename(file)} is ${stat.size} bytes, more than a record holds`;
+  return undefined;
+}
+
 function readMeta(dir: string, key: CacheKey): CacheMeta | string {
   let meta: Partial<CacheMeta>;
+  const odd = notARegularFile(path.join(dir, META_FILE), MAX_META_BYTES);
+  if (odd) return odd;
   try {
     meta = JSON.parse(fs.readFileSync(path.join(dir, META_FILE), 'utf8')) as Partial<CacheMeta>;
   } catch (error) {
@@ -143,7 +181,13 @@ export async function findCachedArchive(key: CacheKey, { verify = true } = {}): 
     log.info(`Cache miss: ${describeKey(key)} is not in the runner's tool cache (${CACHE_TOOL} ${version})`);
     return undefined;
   }
-  const meta = readMeta(dir, key);
+  const link = linkOnTheWay(cacheRoot({ warn: false }) as string, dir);
+  if (link !== undefined) {
+    log.warning(
+      `Not using the tool-cache entry ${dir}: ${link} is a symbolic link, so the entry could be anywhere on the disk. Remove the link; downloading instead.`,
+    );
+    return undefined;
+  }
   const reject = async (why: string) => {
     if (!verify) {
       // A dry run writes nothing, not even a removal.
@@ -154,8 +198,11 @@ export async function findCachedArchive(key: CacheKey, { verify = true } = {}): 
     await evict(dir);
     return undefined;
   };
+  const meta = readMeta(dir, key);
   if (typeof meta === 'string') return reject(meta);
   const archive = path.join(dir, meta.file);
+  const oddArchive = notARegularFile(archive);
+  if (oddArchive) return reject(oddArchive);
   const size = fs.statSync(archive, { throwIfNoEntry: false })?.size;
   if (size !== meta.size) return reject(size === undefined ? 'its archive is missing' : `its archive has ${size} bytes, not ${meta.size}`);
   if (verify) {
@@ -203,7 +250,11 @@ export async function restoreFromCache(
   const removeTemp = trackTempFile(temp);
   let placed = false;
   try {
-    const how = await linkOrCopy(cached.archive, temp, cached.meta.size);
+    const how = await linkOrCopy(cached.archive, temp, cached.meta.size).catch(async (error: unknown) => {
+      throw isDiskError(error)
+        ? await explainDiskError(error, 'path', path.dirname(target), 'copying the archive from the tool cache')
+        : error;
+    });
     await renameWithRetry(temp, target);
     placed = true;
     log.info(`Saved ${target} from the tool cache (${how}); nothing was downloaded`);
@@ -230,11 +281,18 @@ export async function storeInCache(
     const version = cacheVersion(key);
     const versionDir = path.join(root, CACHE_TOOL, version);
     const dir = path.join(versionDir, CACHE_ARCH);
+    const link = linkOnTheWay(root, dir);
+    if (link !== undefined) {
+      log.warning(
+        `Not storing the archive in the tool cache: ${link} is a symbolic link, so the entry would be written wherever it points. Remove the link. The download itself is fine.`,
+      );
+      return;
+    }
     if (fs.existsSync(`${dir}.complete`)) {
       log.info(`Already in the tool cache: ${dir}`);
       return;
     }
-    await fs.promises.mkdir(versionDir, { recursive: true });
+    await makeDirectories(versionDir);
     const staging = path.join(versionDir, `.${CACHE_ARCH}.${randomBytes(6).toString('hex')}.partial`);
     removeStaging = trackTempFile(staging);
     await fs.promises.mkdir(staging);
@@ -260,9 +318,10 @@ export async function storeInCache(
     await fs.promises.writeFile(`${dir}.complete`, '');
     log.info(`Stored in the tool cache (${how}): ${dir}`);
   } catch (error) {
-    log.warning(
-      `Could not store the archive in the tool cache: ${(error as Error).message}. The download itself is fine; the next run downloads it again.`,
-    );
+    const why = isDiskError(error)
+      ? (await explainDiskError(error, 'cache', root, 'storing the archive in the tool cache')).message
+      : (error as Error).message;
+    log.warning(`Could not store the archive in the tool cache: ${why} The download itself is fine; the next run downloads it again.`);
   } finally {
     await removeStaging?.();
   }

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { ActionError, InputError } from '../errors.js';
 import { formatBytes } from '../format.js';
 import * as log from '../log.js';
+import { explainDiskError, isDiskError } from './disk-errors.js';
 
 export interface Destination {
   /** The directory the file goes into. */
@@ -25,6 +26,39 @@ export function resolveDestination(input: string, workspace: string): Destinatio
   return { dir: path.dirname(absolute), name: path.basename(absolute) };
 }
 
+const PATH_HINT = 'Give a directory, or a file path whose parent can be created.';
+
+/** What an existing file system entry is, in words, for one that is not a regular file. */
+function kindOf(stat: fs.Stats): string {
+  if (stat.isDirectory()) return 'a directory';
+  if (stat.isSymbolicLink()) return 'a symbolic link';
+  if (stat.isFIFO()) return 'a FIFO (named pipe)';
+  if (stat.isSocket()) return 'a socket';
+  if (stat.isCharacterDevice()) return 'a character device';
+  if (stat.isBlockDevice()) return 'a block device';
+  return 'not a regular file';
+}
+
+/**
+ * Refuses a target that exists and is not a regular file: the download replaces what is at its
+ * target, and only a file may be replaced (never a pipe a reader waits on, a device, a socket, a
+ * link or a folder).
+ */
+export function requireReplaceable(target: string): void {
+  let stat: fs.Stats | undefined;
+  try {
+    stat = fs.lstatSync(target, { throwIfNoEntry: false });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOTDIR') throw error;
+    throw new InputError('path', `cannot create the directory ${path.dirname(target)}: a file is in the way. ${PATH_HINT}`);
+  }
+  if (stat === undefined || stat.isFile()) return;
+  throw new InputError(
+    'path',
+    `${target} exists and is ${kindOf(stat)}. Only a regular file there is replaced by the download: remove it, or give another \`path\` (a directory, or the path of a file).`,
+  );
+}
+
 function isDirectory(p: string): boolean {
   try {
     return fs.statSync(p).isDirectory();
@@ -43,11 +77,12 @@ export async function prepareDirectory(
 ): Promise<{ removeIfCreated: () => Promise<void> }> {
   let created: string | undefined;
   try {
-    created = await fs.promises.mkdir(dir, { recursive: true });
+    created = await makeDirectories(dir);
   } catch (error) {
+    if (isDiskError(error)) throw await explainDiskError(error, input, nearestExisting(dir), `creating the directory ${dir}`);
     const code = (error as NodeJS.ErrnoException).code;
     const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way' : (error as Error).message;
-    const hint = input === 'path' ? 'Give a directory, or a file path whose parent can be created.' : 'Give a folder that can be created.';
+    const hint = input === 'path' ? PATH_HINT : 'Give a folder that can be created.';
     throw new InputError(input, `cannot create the directory ${dir}: ${why}. ${hint}`);
   }
   return {
@@ -64,6 +99,32 @@ export async function prepareDirectory(
       }
     },
   };
+}
+
+/**
+ * `mkdir -p`, one level at a time: a recursive `fs.mkdir` reports ENOENT where the file system
+ * refused the write (a read-only disk, for one), which would send the user looking for a missing
+ * folder. Returns the first folder it created, like `fs.mkdir` with `recursive`.
+ */
+export async function makeDirectories(dir: string): Promise<string | undefined> {
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); !fs.existsSync(d); d = path.dirname(d)) {
+    missing.unshift(d);
+    if (path.dirname(d) === d) break;
+  }
+  for (const d of missing) {
+    await fs.promises.mkdir(d).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST' || !fs.statSync(d).isDirectory()) throw error;
+    });
+  }
+  return missing[0];
+}
+
+/** The deepest folder of `dir`'s ancestors that exists: where a failed mkdir was refused. */
+function nearestExisting(dir: string): string {
+  let current = path.resolve(dir);
+  while (!fs.existsSync(current) && path.dirname(current) !== current) current = path.dirname(current);
+  return current;
 }
 
 /** A hidden temp path beside the target, so the final rename stays on one file system. */
