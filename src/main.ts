@@ -137,10 +137,18 @@ function setOutputs(plan: Plan, verified: Partial<Verified>, extra: Record<strin
   log.startGroup('Outputs');
   for (const [name, value] of Object.entries(outputs)) {
     if (value === undefined) continue;
-    core.setOutput(name, value);
-    log.info(`${name}: ${value}`);
+    setOutput(name, value);
   }
   log.endGroup();
+}
+
+/**
+ * Sets an output and logs it. Some outputs hold text that came from a server or an archive; none
+ * may carry a raw control character into a later step's `${{ }}` expression.
+ */
+function setOutput(name: string, value: string): void {
+  core.setOutput(name, log.escapeControls(value));
+  log.info(`${name}: ${value}`);
 }
 
 /** The artifact client is loaded only when needed: it is most of the action's memory. */
@@ -150,9 +158,13 @@ async function upload(file: string, name: string, sha256: string, retentionDays?
 }
 
 function setArtifactOutputs(artifact: UploadedArtifact): void {
-  core.setOutput('artifact-id', String(artifact.id));
-  core.setOutput('artifact-url', artifact.url);
-  core.setOutput('artifact-digest', artifact.digest);
+  for (const [name, value] of [
+    ['artifact-id', String(artifact.id)],
+    ['artifact-url', artifact.url],
+    ['artifact-digest', artifact.digest],
+  ] as const) {
+    core.setOutput(name, log.escapeControls(value));
+  }
   log.info(`Artifact ${artifact.name} (id ${artifact.id}): ${artifact.url}`);
 }
 
