@@ -84,7 +84,7 @@ export function resolveStep(
   checkpoints: ReadonlyArray<{ step: number }>,
 ): number | undefined {
   if (choice !== 'latest') return choice;
-  if (checkpoints.length > 0) return Math.max(...checkpoints.map((c) => c.step));
+  if (checkpoints.length > 0) return checkpoints.reduce((max, c) => Math.max(max, c.step), 0);
   throw new ActionError(
     `Fine-tuning job ${jobId} has no saved checkpoints yet (status \`${status || 'unknown'}\`), so \`step: latest\` has nothing to fetch. Set \`wait: true\` to wait for its first checkpoint, or give a step once one is listed.`,
   );

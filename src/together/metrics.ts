@@ -61,7 +61,7 @@ export function nearestMetrics(snapshots: readonly MetricsSnapshot[], step?: num
   const evaluation = series(snapshots, EVAL_LOSS_KEYS);
   const all = [...train, ...evaluation];
   if (all.length === 0) return undefined;
-  const target = step ?? Math.max(...all.map((v) => v.step));
+  const target = step ?? all.reduce((max, v) => Math.max(max, v.step), 0);
   return { target: step, trainLoss: nearest(train, target), evalLoss: nearest(evaluation, target) };
 }
 
@@ -87,14 +87,13 @@ export async function readTrainingMetrics(
   jobId: string,
   step?: number,
 ): Promise<NearestMetrics | undefined> {
-  let snapshots: MetricsSnapshot[];
+  let metrics: NearestMetrics | undefined;
   try {
-    snapshots = await api.listMetrics(jobId);
+    metrics = nearestMetrics(await api.listMetrics(jobId), step);
   } catch (error) {
     log.info(`Training metrics: not shown in the summary (${messageOf(error)})`);
     return undefined;
   }
-  const metrics = nearestMetrics(snapshots, step);
   if (metrics === undefined) {
     log.info('Training metrics: Together has none for this job');
     return undefined;

@@ -85,3 +85,8 @@ test('safeJson escapes every control and separator character JSON.stringify lets
   assert.doesNotMatch(json, /[\u0000-\u001f\u007f-\u009f\u2028\u2029\ud800-\udfff]/);
   assert.deepEqual(JSON.parse(json), { all });
 });
+
+test('resolveStep copes with a list of any length', () => {
+  const many = Array.from({ length: 300_000 }, (_, i) => ({ step: i + 1 }));
+  assert.equal(resolveStep('ft-a', 'latest', 'running', many), 300_000);
+});

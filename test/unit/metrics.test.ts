@@ -61,3 +61,8 @@ test('readTrainingMetrics never throws: a failed request means no metrics', asyn
   const working = { listMetrics: async () => SNAPSHOTS };
   assert.deepEqual((await readTrainingMetrics(working, 'ft-a', 10))?.trainLoss, { value: 1.5, step: 10 });
 });
+
+test('hundreds of thousands of snapshots (what fits in 16 MiB) are no problem', () => {
+  const many = Array.from({ length: 300_000 }, (_, i) => ({ 'train/loss': 1 / (i + 1), 'train/global_step': i + 1 }));
+  assert.deepEqual(nearestMetrics(many)?.trainLoss, { value: 1 / 300_000, step: 300_000 });
+});
