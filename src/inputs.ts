@@ -3,7 +3,7 @@ import * as core from '@actions/core';
 import { InputError } from './errors.js';
 import { quote, registerSecret } from './log.js';
 import { parseArtifactName } from './runner/artifact-service.js';
-import { CHECKPOINT_TYPES, type CheckpointChoice } from './together/checkpoint.js';
+import { CHECKPOINT_TYPES, type CheckpointChoice, type StepChoice } from './together/checkpoint.js';
 import { requireReplaceable, resolveDestination } from './transfer/destination.js';
 import { DEFAULT_CONNECTIONS, DEFAULT_STALL_TIMEOUT_SECONDS } from './transfer/ranged-download.js';
 
@@ -14,8 +14,8 @@ export { CHECKPOINT_TYPES, type CheckpointChoice, parseArtifactName, quote };
 export interface Inputs {
   /** `ft-<id>`, without any `:<step>` suffix. */
   jobId: string;
-  /** The checkpoint step, or undefined for the final model. */
-  step?: number;
+  /** The checkpoint step (`latest`: the highest saved one, resolved when the job is looked up), or undefined for the final model. */
+  step?: StepChoice;
   checkpointType: CheckpointChoice;
   /** The `path` input as given (may be empty); resolved against `workspace` later. */
   path: string;
@@ -66,9 +66,9 @@ export interface RawInputs {
 }
 
 // Letters, digits and `-` only: the id is placed in a URL path and query, so nothing else may pass.
-const JOB_ID = /^(ft-[A-Za-z0-9-]+)(?::([0-9]+))?$/;
+const JOB_ID = /^(ft-[A-Za-z0-9-]+)(?::([0-9]+|[Ll][Aa][Tt][Ee][Ss][Tt]))?$/;
 const JOB_ID_FORM =
-  '`ft-<id>` or `ft-<id>:<step>`, e.g. ft-fe94af08-1c61-41d2-8494-6d7ff5386262 or ft-fe94af08-1c61-41d2-8494-6d7ff5386262:120';
+  '`ft-<id>`, `ft-<id>:<step>` or `ft-<id>:latest`, e.g. ft-fe94af08-1c61-41d2-8494-6d7ff5386262 or ft-fe94af08-1c61-41d2-8494-6d7ff5386262:120';
 
 /** Reads the action's inputs, masking the API key before anything else can print it. */
 export function readInputs(env: NodeJS.ProcessEnv = process.env): Inputs {
@@ -184,7 +184,7 @@ export function parseExtraction(
   return { extract: raw.extract, extractPath, keepArchive: raw['keep-archive'] };
 }
 
-export function parseJobId(value: string): { jobId: string; step?: number } {
+export function parseJobId(value: string): { jobId: string; step?: StepChoice } {
   const trimmed = value.trim();
   if (trimmed === '') {
     throw new InputError('job-id', `is required. Expected ${JOB_ID_FORM}.`);
@@ -193,6 +193,7 @@ export function parseJobId(value: string): { jobId: string; step?: number } {
   if (!match) {
     throw new InputError('job-id', `${quote(trimmed)} is not a fine-tuning job id. Expected ${JOB_ID_FORM}.`);
   }
+  if (match[2]?.toLowerCase() === 'latest') return { jobId: match[1], step: 'latest' };
   const step = match[2] === undefined ? undefined : toPositiveInteger(match[2]);
   if (match[2] !== undefined && step === undefined) {
     throw new InputError('job-id', `the step after \`:\` must be a positive integer, got ${quote(match[2])}. Expected ${JOB_ID_FORM}.`);
@@ -200,14 +201,15 @@ export function parseJobId(value: string): { jobId: string; step?: number } {
   return { jobId: match[1], step };
 }
 
-export function parseStep(value: string): number | undefined {
+export function parseStep(value: string): StepChoice | undefined {
   const trimmed = value.trim();
   if (trimmed === '') return undefined;
+  if (trimmed.toLowerCase() === 'latest') return 'latest';
   const step = /^[0-9]+$/.test(trimmed) ? toPositiveInteger(trimmed) : undefined;
   if (step === undefined) {
     throw new InputError(
       'step',
-      `${quote(trimmed)} is not a positive integer. Give a checkpoint step such as 120, or leave it empty for the final model.`,
+      `${quote(trimmed)} is not valid. Give a checkpoint step (a positive integer such as 120), \`latest\` for the highest saved step, or leave it empty for the final model.`,
     );
   }
   return step;

@@ -12,6 +12,8 @@ import { requireArtifactService } from './runner/artifact-service.js';
 import { findCachedArchive, restoreFromCache, storeInCache } from './runner/cache.js';
 import { type SummaryFacts, writeSummary } from './runner/summary.js';
 import { TogetherApi } from './together/api.js';
+import { checkpointOutputs } from './together/checkpoint.js';
+import { readTrainingMetrics } from './together/metrics.js';
 import { waitForJob } from './together/wait.js';
 import { prepareDirectory, requireFreeSpace, tempPathFor, trackTempFile } from './transfer/destination.js';
 import { type DownloadResult, type DownloadSettings, downloadArchive } from './transfer/download.js';
@@ -28,16 +30,17 @@ export async function run(): Promise<void> {
     if (inputs.uploadArtifact) requireArtifactService();
     const api = new TogetherApi(inputs.baseUrl, inputs.apiKey);
 
-    if (inputs.wait) {
-      await log.group('Wait', () =>
-        waitForJob(api, { jobId: inputs.jobId, step: inputs.step, timeoutMs: inputs.waitTimeoutMinutes * 60_000 }),
-      );
-    }
-    const { job, checkpoint } = await log.group('Job', () => lookUpJob(api, inputs));
-    const cacheKey = { jobId: inputs.jobId, step: inputs.step, checkpointType: checkpoint.fetched };
+    const seen = inputs.wait
+      ? await log.group('Wait', () =>
+          waitForJob(api, { jobId: inputs.jobId, step: inputs.step, timeoutMs: inputs.waitTimeoutMinutes * 60_000 }),
+        )
+      : undefined;
+    const { job, checkpoint, step, checkpoints } = await log.group('Job', () => lookUpJob(api, inputs, seen));
+    const jobOutputs = checkpointOutputs(checkpoints);
+    const cacheKey = { jobId: inputs.jobId, step, checkpointType: checkpoint.fetched };
     const cached = inputs.cache ? await log.group('Cache', () => findCachedArchive(cacheKey, { verify: !inputs.dryRun })) : undefined;
-    const plan = await log.group('Plan', () => planDownload(inputs, job, checkpoint, cached));
-    if (inputs.dryRun) return await reportDryRun(plan, inputs);
+    const plan = await log.group('Plan', () => planDownload({ ...inputs, step }, job, checkpoint, cached));
+    if (inputs.dryRun) return await reportDryRun(plan, inputs, jobOutputs, api);
 
     const { download, verified } =
       plan.source === 'cache'
@@ -56,7 +59,7 @@ export async function run(): Promise<void> {
       ? await log.group('Extract', () => extractArchive(plan.target, plan.format, plan.extractDir as string))
       : undefined;
 
-    setOutputs(plan, verified, { 'cache-hit': cacheHit(inputs, plan), 'model-dir': extracted?.modelDir });
+    setOutputs(plan, verified, { ...jobOutputs, 'cache-hit': cacheHit(inputs, plan), 'model-dir': extracted?.modelDir });
     const artifact = plan.artifactName
       ? await log.group('Artifact', () => upload(plan.target, plan.artifactName as string, verified.sha256, inputs.retentionDays))
       : undefined;
@@ -65,6 +68,7 @@ export async function run(): Promise<void> {
 
     await writeSummary({
       ...planFacts(plan, inputs),
+      metrics: await readTrainingMetrics(api, inputs.jobId, plan.step),
       size: verified.size,
       sha256: verified.sha256,
       elapsedMs: download.elapsedMs,
@@ -174,10 +178,11 @@ function cacheHit(inputs: Inputs, plan: Plan): string | undefined {
 }
 
 /** A dry run ends after the plan: it sets the outputs known without the archive and writes the plan as the summary. */
-async function reportDryRun(plan: Plan, inputs: Inputs): Promise<void> {
+async function reportDryRun(plan: Plan, inputs: Inputs, jobOutputs: Record<string, string>, api: TogetherApi): Promise<void> {
   log.info('dry-run: the plan above is complete; nothing was downloaded or written.');
-  setOutputs(plan, { size: plan.size }, { 'cache-hit': cacheHit(inputs, plan) });
-  await writeSummary({ ...planFacts(plan, inputs), size: plan.size, dryRun: true, extractDir: plan.extractDir });
+  setOutputs(plan, { size: plan.size }, { ...jobOutputs, 'cache-hit': cacheHit(inputs, plan) });
+  const metrics = await readTrainingMetrics(api, inputs.jobId, plan.step);
+  await writeSummary({ ...planFacts(plan, inputs), size: plan.size, dryRun: true, extractDir: plan.extractDir, metrics });
 }
 
 function planFacts(plan: Plan, inputs: Inputs): Pick<SummaryFacts, 'jobId' | 'model' | 'checkpointType' | 'step' | 'file' | 'source'> {

@@ -7,8 +7,9 @@ import type { Inputs } from './inputs.js';
 import * as log from './log.js';
 import { requireUsableFileName } from './runner/artifact-service.js';
 import type { CachedArchive } from './runner/cache.js';
-import type { Job, TogetherApi } from './together/api.js';
-import { type CheckpointPlan, planCheckpoint, requireCompleted, requireStep, trainingKind } from './together/checkpoint.js';
+import type { Checkpoint, Job, TogetherApi } from './together/api.js';
+import { type CheckpointPlan, planCheckpoint, requireCompleted, requireStep, resolveStep, trainingKind } from './together/checkpoint.js';
+import type { Seen } from './together/wait.js';
 import { requireReplaceable, resolveDestination } from './transfer/destination.js';
 import { downloadUrl, type ProbeResult, probeArchive } from './transfer/probe.js';
 
@@ -40,28 +41,45 @@ export interface CachedPlan extends PlanBase {
 
 export type Plan = DownloadPlan | CachedPlan;
 
-/** Looks the job up and checks that what was asked for exists: a listed step, or a finished job. */
-export async function lookUpJob(api: TogetherApi, inputs: Inputs): Promise<{ job: Job; checkpoint: CheckpointPlan }> {
-  const job = await api.getJob(inputs.jobId);
+/** The job as looked up: what will be fetched, at which step (`latest` resolved), and every saved checkpoint. */
+export interface LookedUp {
+  job: Job;
+  checkpoint: CheckpointPlan;
+  step?: number;
+  checkpoints: Checkpoint[];
+}
+
+/**
+ * Looks the job up (or takes what the wait saw) and checks that what was asked for exists: a
+ * listed step, or a finished job. Lists the checkpoints either way, for the outputs.
+ */
+export async function lookUpJob(api: TogetherApi, inputs: Inputs, seen?: Seen): Promise<LookedUp> {
+  const job = seen?.job ?? (await api.getJob(inputs.jobId));
   const kind = trainingKind(job.trainingType);
   log.info(`Job ${job.id}: status ${job.status}, ${kind === 'lora' ? 'LoRA' : 'full'} fine-tuning of ${job.model ?? 'an unnamed model'}`);
   if (job.modelOutputName) log.info(`Output model: ${job.modelOutputName}`);
   const checkpoint = planCheckpoint(kind, inputs.checkpointType);
-  if (inputs.step === undefined) {
-    requireCompleted(job);
-  } else {
-    const checkpoints = await api.listCheckpoints(inputs.jobId);
-    log.info(`Checkpoints saved: ${checkpoints.length === 0 ? 'none' : [...new Set(checkpoints.map((c) => c.step))].join(', ')}`);
-    requireStep(inputs.jobId, inputs.step, checkpoints);
-  }
-  return { job, checkpoint };
+  if (inputs.step === undefined) requireCompleted(job);
+  const checkpoints = seen?.checkpoints ?? (await api.listCheckpoints(inputs.jobId));
+  log.info(
+    `Checkpoints saved: ${checkpoints.length === 0 ? 'none' : [...new Set(checkpoints.map((c) => c.step))].sort((a, b) => a - b).join(', ')}`,
+  );
+  const step = resolveStep(inputs.jobId, inputs.step, job.status, checkpoints);
+  if (inputs.step === 'latest') log.info(`step: latest is step ${step}`);
+  if (step !== undefined) requireStep(inputs.jobId, step, checkpoints);
+  return { job, checkpoint, step, checkpoints };
 }
 
 /**
  * Probes the archive (unless the tool cache has it) and decides where it goes, and where it is
  * unpacked; prints the plan before anything is written.
  */
-export async function planDownload(inputs: Inputs, job: Job, checkpoint: CheckpointPlan, cached?: CachedArchive): Promise<Plan> {
+export async function planDownload(
+  inputs: Inputs & { step?: number },
+  job: Job,
+  checkpoint: CheckpointPlan,
+  cached?: CachedArchive,
+): Promise<Plan> {
   const url = downloadUrl(inputs.baseUrl, { jobId: inputs.jobId, step: inputs.step, checkpoint: checkpoint.query });
   const context = { what: 'probing the download', jobId: inputs.jobId, step: inputs.step };
   const origin = cached

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -332,6 +333,114 @@ describe('fake Together API', () => {
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('content-length'), String(merged.length));
     assert.equal(fake.requests.at(-1)!.bodyBytes, 0);
+  });
+});
+
+/** A GET carrying a body, as the metrics spec has it (fetch refuses to send one). */
+function getWithBody(url: string, body: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const headers = { ...auth, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
+    const req = http.request(url, { method: 'GET', headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('fake Together API metrics', () => {
+  let fake: FakeTogether;
+  const SNAPSHOTS: Array<Record<string, number>> = [
+    { 'train/loss': 0.5, 'train/learning_rate': 0.0001, 'train/global_step': 7 },
+    { 'train/loss': 0.45, 'train/learning_rate': 0.00009, 'train/global_step': 14 },
+    { 'eval/loss': 0.6, 'train/global_step': 14 },
+    { 'train/loss': 0.4, 'train/global_step': 21 },
+  ];
+  const url = (id = LORA_ID) => `${fake.url}/fine-tunes/${id}/metrics`;
+
+  before(async () => {
+    const [lora, ...rest] = jobs();
+    fake = await startFakeTogether({ apiKey: API_KEY, jobs: [{ ...lora, metrics: SNAPSHOTS }, ...rest] });
+  });
+  after(async () => {
+    await fake?.close();
+  });
+
+  test('without a body: every snapshot, in the order logged, as {"metrics": [...]}', async () => {
+    const res = await fetch(url(), { headers: auth });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type')!, /application\/json/);
+    assert.deepEqual(await json(res), { metrics: SNAPSHOTS });
+    assert.equal(fake.requests.at(-1)!.endpoint, 'metrics');
+    assert.equal(fake.requests.at(-1)!.body, '');
+  });
+
+  test('a job without metrics has an empty list', async () => {
+    assert.deepEqual(await json(await fetch(url(FULL_ID), { headers: auth })), { metrics: [] });
+  });
+
+  test('the body filters by global step and by when a snapshot was logged, bounds included', async () => {
+    assert.deepEqual((await getWithBody(url(), '{}')).body, { metrics: SNAPSHOTS });
+    assert.deepEqual((await getWithBody(url(), '{"global_step_from": 14, "global_step_to": 14}')).body, { metrics: SNAPSHOTS.slice(1, 3) });
+    assert.deepEqual((await getWithBody(url(), '{"global_step_from": 15}')).body, { metrics: SNAPSHOTS.slice(3) });
+    // The fake's jobs log one snapshot a second from their start (2024-07-26T18:04:05.123Z).
+    const window = '{"logged_at_from": "2024-07-26T18:04:06.123Z", "logged_at_to": "2024-07-26T18:04:07.123Z"}';
+    assert.deepEqual((await getWithBody(url(), window)).body, { metrics: SNAPSHOTS.slice(1, 3) });
+    assert.equal(fake.requests.at(-1)!.body, window);
+  });
+
+  test('a body that is not JSON is the spec 400; an unknown job is 404', async () => {
+    const bad = await getWithBody(url(), '{global_step_from');
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.type, 'invalid_request_error');
+    assert.equal((await getWithBody(url(), '[1]')).status, 400);
+    const unknown = await fetch(url('ft-00000000-0000-0000-0000-000000000000'), { headers: auth });
+    assert.equal(unknown.status, 404);
+    assert.match((await json(unknown)).error.message, /not found/);
+  });
+
+  test('it can be made to fail through the queue, and needs the key', async () => {
+    fake.setFaults({ queue: { metrics: [{ status: 500 }] } });
+    assert.equal((await fetch(url())).status, 401);
+    const res = await fetch(url(), { headers: auth });
+    assert.equal(res.status, 500);
+    assert.equal((await json(res)).error.type, 'server_error');
+    assert.equal((await fetch(url(), { headers: auth })).status, 200);
+    fake.setFaults({});
+  });
+});
+
+describe('fake Together API hostile modes', () => {
+  let fake: FakeTogether;
+  before(async () => {
+    const [lora, ...rest] = jobs();
+    fake = await startFakeTogether({
+      apiKey: API_KEY,
+      jobs: [{ ...lora, served: { id: 'ft-x\n::warning::x', status: 'weird' } }, ...rest],
+    });
+  });
+  after(async () => {
+    await fake?.close();
+  });
+
+  test('served fields replace the generated ones in the job document', async () => {
+    const job = await json(await fetch(`${fake.url}/fine-tunes/${LORA_ID}`, { headers: auth }));
+    assert.equal(job.id, 'ft-x\n::warning::x');
+    assert.equal(job.status, 'weird');
+    assert.equal(job.model, 'meta-llama/Meta-Llama-3.1-8B-Instruct-Reference');
+  });
+
+  test('echoKey repeats the presented key twice in every JSON error message, and only there', async () => {
+    fake.setFaults({ echoKey: true, queue: { events: [{ status: 400 }] } });
+    const error = await json(await fetch(`${fake.url}/fine-tunes/${LORA_ID}/events`, { headers: auth }));
+    assert.equal(error.error.message.split(API_KEY).length - 1, 2, error.error.message);
+    const unknown = await json(await fetch(`${fake.url}/fine-tunes/ft-nope`, { headers: auth }));
+    assert.equal(unknown.error.message.split(API_KEY).length - 1, 2);
+    const ok = await fetch(`${fake.url}/fine-tunes/${LORA_ID}`, { headers: auth });
+    assert.ok(!(await ok.text()).includes(API_KEY));
+    fake.setFaults({});
   });
 });
 

@@ -1,5 +1,6 @@
 import * as core from '@actions/core';
 import { formatBytes, formatDuration, formatSpeed } from '../format.js';
+import { formatMetric, type NearestMetrics } from '../together/metrics.js';
 
 export interface SummaryFacts {
   jobId: string;
@@ -30,6 +31,8 @@ export interface SummaryFacts {
   /** The archive was removed after extracting it (`keep-archive: false`). */
   archiveRemoved?: boolean;
   artifact?: { name: string; url: string };
+  /** The training metrics logged nearest the fetched step, when Together has any. */
+  metrics?: NearestMetrics;
 }
 
 /**
@@ -69,6 +72,12 @@ export function summaryRows(facts: SummaryFacts): Array<[string, string]> {
     rows.push(['Files', `${facts.extracted.files} files, ${bytes(facts.extracted.bytes)}`]);
   }
   if (facts.archiveRemoved) rows.push(['Archive', 'removed after extraction (<code>keep-archive: false</code>)']);
+  for (const [label, logged] of [
+    ['Training loss', facts.metrics?.trainLoss],
+    ['Evaluation loss', facts.metrics?.evalLoss],
+  ] as const) {
+    if (logged) rows.push([label, `${escapeHtml(formatMetric(logged.value))} (logged at step ${logged.step})`]);
+  }
   if (facts.artifact) {
     rows.push(['Artifact', `<a href="${escapeHtml(facts.artifact.url)}">${escapeHtml(facts.artifact.name)}</a>`]);
   }

@@ -1,4 +1,5 @@
 import { ActionError, InputError } from '../errors.js';
+import { redact } from '../log.js';
 
 export const CHECKPOINT_TYPES = ['default', 'merged', 'adapter'] as const;
 /** The `checkpoint-type` input. */
@@ -67,4 +68,53 @@ export function requireStep(jobId: string, step: number, checkpoints: ReadonlyAr
   if (steps.includes(step)) return;
   const available = steps.length === 0 ? 'The job has no saved checkpoints yet.' : `Steps that exist: ${steps.join(', ')}.`;
   throw new InputError('step', `job ${jobId} has no checkpoint at step ${step}. ${available}`);
+}
+
+/** The `step` input: a step number, or `latest` for the highest step saved when the job is looked up. */
+export type StepChoice = number | 'latest';
+
+/**
+ * The step to fetch: the given one, or for `latest` the highest saved step. A job without any
+ * saved checkpoint has no latest one; the error names its status.
+ */
+export function resolveStep(
+  jobId: string,
+  choice: StepChoice | undefined,
+  status: string,
+  checkpoints: ReadonlyArray<{ step: number }>,
+): number | undefined {
+  if (choice !== 'latest') return choice;
+  if (checkpoints.length > 0) return checkpoints.reduce((max, c) => Math.max(max, c.step), 0);
+  throw new ActionError(
+    `Fine-tuning job ${jobId} has no saved checkpoints yet (status \`${status || 'unknown'}\`), so \`step: latest\` has nothing to fetch. Set \`wait: true\` to wait for its first checkpoint, or give a step once one is listed.`,
+  );
+}
+
+// JSON.stringify escapes C0 controls; DEL, C1 and the line separators pass through it raw.
+const RAW_IN_JSON = /[\u007f-\u009f\u2028\u2029]/g;
+
+/** JSON whose every control and separator character is escaped, so that the text stays one line of plain ASCII-safe JSON. */
+export function safeJson(value: unknown): string {
+  return JSON.stringify(value).replace(RAW_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/**
+ * The `checkpoints` and `steps` outputs: every saved checkpoint sorted by step (the API's label
+ * and date as strings, secrets redacted), and the distinct steps alone, for a matrix.
+ */
+export function checkpointOutputs(checkpoints: ReadonlyArray<{ step: number; checkpointType: string; createdAt?: string }>): {
+  checkpoints: string;
+  steps: string;
+} {
+  const sorted = [...checkpoints].sort((a, b) => a.step - b.step);
+  return {
+    checkpoints: safeJson(
+      sorted.map((c) => ({
+        step: c.step,
+        checkpoint_type: redact(c.checkpointType),
+        created_at: c.createdAt === undefined ? null : redact(c.createdAt),
+      })),
+    ),
+    steps: safeJson([...new Set(sorted.map((c) => c.step))]),
+  };
 }

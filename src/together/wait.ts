@@ -1,7 +1,8 @@
 import { ActionError } from '../errors.js';
 import { formatDuration } from '../format.js';
 import * as log from '../log.js';
-import type { FineTuneEvent, Job, TogetherApi } from './api.js';
+import type { Checkpoint, FineTuneEvent, Job, TogetherApi } from './api.js';
+import type { StepChoice } from './checkpoint.js';
 
 /** The first wait between two polls; each next one is 1.5 times longer, up to the cap. */
 export const FIRST_POLL_INTERVAL_MS = 2_000;
@@ -18,8 +19,8 @@ export function pollIntervalMs(n: number): number {
 
 export interface WaitTarget {
   jobId: string;
-  /** Wait for this checkpoint to be listed instead of for the job to complete. */
-  step?: number;
+  /** Wait for this checkpoint (`latest`: any checkpoint) to be listed instead of for the job to complete. */
+  step?: StepChoice;
   timeoutMs: number;
 }
 
@@ -34,7 +35,13 @@ const realClock: WaitClock = {
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
 
-type Poll = { done: true; job: Job } | { done: false; job: Job; steps?: number[] };
+/** What the last poll saw: the job and, when a step was awaited, its checkpoints, so nobody asks again. */
+export interface Seen {
+  job: Job;
+  checkpoints?: Checkpoint[];
+}
+
+type Poll = Seen & { done: boolean; steps?: number[] };
 
 /**
  * Polls the job until it is `completed` (or, with a step, until that checkpoint is listed),
@@ -45,10 +52,10 @@ export async function waitForJob(
   api: Pick<TogetherApi, 'getJob' | 'listCheckpoints' | 'listEvents'>,
   target: WaitTarget,
   clock: WaitClock = realClock,
-): Promise<Job> {
+): Promise<Seen> {
   const start = clock.now();
   const deadline = start + target.timeoutMs;
-  const awaited = target.step === undefined ? 'to complete' : `to list the checkpoint at step ${target.step}`;
+  const awaited = target.step === undefined ? 'to complete' : `to list ${checkpointName(target.step)}`;
   log.info(`Waiting up to ${formatDuration(target.timeoutMs / 1000)} for job ${target.jobId} ${awaited}`);
   let lastStatus: string | undefined;
   let lastSteps = '';
@@ -64,14 +71,16 @@ export async function waitForJob(
       if (lastSteps) log.info(`[${elapsed}] checkpoints saved: ${lastSteps}`);
     }
     if (poll.done) {
-      log.info(`[${elapsed}] ${target.step === undefined ? 'the job is completed' : `the checkpoint at step ${target.step} is listed`}`);
-      return poll.job;
+      log.info(`[${elapsed}] ${target.step === undefined ? 'the job is completed' : `${checkpointName(target.step)} is listed`}`);
+      return { job: poll.job, checkpoints: poll.checkpoints };
     }
     if (ENDED_STATUSES.has(poll.job.status)) throw await endedError(api, target, poll.job.status);
     if (poll.job.status === 'completed') {
       // Completed, yet the step is not there: it never will be.
       throw new ActionError(
-        `Fine-tuning job ${target.jobId} completed without a checkpoint at step ${target.step}. Steps that exist: ${lastSteps || 'none'}. Check \`step\`.`,
+        target.step === 'latest'
+          ? `Fine-tuning job ${target.jobId} completed without saving any checkpoint, so \`step: latest\` has nothing to fetch. Leave \`step\` empty to download the final model.`
+          : `Fine-tuning job ${target.jobId} completed without a checkpoint at step ${target.step}. Steps that exist: ${lastSteps || 'none'}. Check \`step\`.`,
       );
     }
     const now = clock.now();
@@ -85,11 +94,18 @@ export async function waitForJob(
   }
 }
 
+/** `the checkpoint at step 10`, or for `latest`, `a checkpoint`. */
+function checkpointName(step: StepChoice): string {
+  return step === 'latest' ? 'a checkpoint (step: latest)' : `the checkpoint at step ${step}`;
+}
+
 async function pollOnce(api: Pick<TogetherApi, 'getJob' | 'listCheckpoints'>, target: WaitTarget): Promise<Poll> {
   const job = await api.getJob(target.jobId);
   if (target.step === undefined) return { done: job.status === 'completed', job };
-  const steps = [...new Set((await api.listCheckpoints(target.jobId)).map((c) => c.step))].sort((a, b) => a - b);
-  return steps.includes(target.step) ? { done: true, job } : { done: false, job, steps };
+  const checkpoints = await api.listCheckpoints(target.jobId);
+  const steps = [...new Set(checkpoints.map((c) => c.step))].sort((a, b) => a - b);
+  const done = target.step === 'latest' ? steps.length > 0 : steps.includes(target.step);
+  return { done, job, checkpoints, steps };
 }
 
 /** The message for a job that ended without the result: its last error event says why. */
@@ -103,7 +119,7 @@ async function endedError(api: Pick<TogetherApi, 'listEvents'>, target: WaitTarg
   const why = lastErrorEvent(events);
   const said = why ? ` Together says: ${why}` : ' Together recorded no error message for it.';
   return new ActionError(
-    `Fine-tuning job ${target.jobId} ended with status \`${status}\`${target.step === undefined ? '' : ` before saving a checkpoint at step ${target.step}`}.${said}`,
+    `Fine-tuning job ${target.jobId} ended with status \`${status}\`${target.step === undefined ? '' : ` before saving ${checkpointName(target.step)}`}.${said}`,
   );
 }
 

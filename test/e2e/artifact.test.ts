@@ -422,7 +422,7 @@ describe('upload-artifact false', () => {
     const run = await act({ 'job-id': LORA, 'upload-artifact': 'false' });
     succeeded(run);
     assert.equal(results.requests.length, 0);
-    assert.deepEqual(Object.keys(run.outputs).sort(), ['checkpoint-type', 'path', 'sha256', 'size', 'step']);
+    assert.deepEqual(Object.keys(run.outputs).sort(), ['checkpoint-type', 'checkpoints', 'path', 'sha256', 'size', 'step', 'steps']);
     assert.ok(!run.summary.includes('Artifact'));
     assert.ok(!run.stdout.includes('::group::Artifact'));
   });

@@ -420,7 +420,7 @@ describe('input fuzzing through the built action', () => {
         for (const name of Object.keys(r.query))
           assert.ok(['ft_id', 'checkpoint', 'checkpoint_step'].includes(name), `unexpected query ${name}`);
         if (r.query.checkpoint_step !== undefined) assert.match(r.query.checkpoint_step, /^[1-9]\d*$/);
-        assert.match(r.path, /^\/v1\/(fine-tunes\/ft-[A-Za-z0-9-]+(\/checkpoints)?|finetune\/download)$/);
+        assert.match(r.path, /^\/v1\/(fine-tunes\/ft-[A-Za-z0-9-]+(\/checkpoints|\/metrics)?|finetune\/download)$/);
       }
     }
     // The request checks mean something only if enough samples got past validation.

@@ -100,47 +100,68 @@ const failed = assertFailed;
 const downloads = () => api.requests.filter((r) => r.endpoint === 'download');
 const jobRequests = () => api.requests.filter((r) => r.endpoint === 'job');
 
-/** Calls `change` once the fake has answered the first request to `endpoint`. */
-function afterFirst(endpoint: 'job' | 'checkpoints', change: () => void): () => void {
-  const timer = setInterval(() => {
-    if (api.requests.some((r) => r.endpoint === endpoint && r.status === 200)) {
-      clearInterval(timer);
-      change();
-    }
-  }, 20);
-  return () => clearInterval(timer);
-}
+/** A 200 the fake serves before its real answer: the job as it was while still training. */
+const jobWhileRunning = (id: string) => ({
+  status: 200,
+  body: JSON.stringify({ id, status: 'running', training_type: { type: 'Lora', lora_r: 8, lora_alpha: 16 } }),
+});
+const checkpointsWhile = (steps: number[]) => ({
+  status: 200,
+  body: JSON.stringify({ data: steps.map((step) => ({ step, checkpoint_type: 'Intermediate', checkpoint: 'adapter' })) }),
+});
+const checkpointRequests = () => api.requests.filter((r) => r.endpoint === 'checkpoints');
 
 describe('wait', () => {
-  test('polls a running job until it completes, one line per status change, then downloads', async () => {
-    const stop = afterFirst('job', () => (api.jobs.get(TRAINING)!.status = 'completed'));
-    const started = Date.now();
+  test('polls a running job until it completes, one line per status change, then downloads; the lookup reuses the last poll', async () => {
+    // Two polls see it running, the third completed: the fake changes nothing on a timer of its own.
+    api.jobs.get(TRAINING)!.status = 'completed';
+    api.setFaults({ queue: { job: [jobWhileRunning(TRAINING), jobWhileRunning(TRAINING)] } });
     const run = await act({ 'job-id': TRAINING, wait: 'true' });
-    stop();
     succeeded(run);
     assert.match(run.stdout, /::group::Wait/);
     assert.match(run.stdout, /\[\d+s\] status: running/);
     assert.match(run.stdout, /\[[1-9]\d*s\] status: completed/);
     assert.equal((run.stdout.match(/status: running/g) ?? []).length, 1, 'one line per change, not per poll');
-    assert.ok(jobRequests().length >= 2);
+    assert.equal(jobRequests().length, 3, 'three polls, and no lookup after them');
+    assert.equal(checkpointRequests().length, 1, 'the checkpoints, once, for the outputs');
+    const [first, second, third] = jobRequests().map((r) => r.at);
+    assert.ok(second - first >= 1900 && third - second >= 2900, `polls ${second - first} and ${third - second} ms apart: 2 s, then 3 s`);
     assert.equal(run.outputs.sha256, sha256(merged));
-    assert.ok(Date.now() - started < 15_000, 'the first polls come quickly');
   });
 
-  test('with a step: waits until that checkpoint is listed, then downloads it', async () => {
-    const stop = afterFirst('checkpoints', () => {
-      const job = api.jobs.get(TRAINING)!;
-      job.checkpoints!.push({ step: 10, checkpoint_type: 'Intermediate', checkpoint: 'adapter' });
-      job.archives['adapter@10'] = step10;
-    });
+  test('with a step: waits until that checkpoint is listed, then downloads it without asking again', async () => {
+    const job = api.jobs.get(TRAINING)!;
+    job.checkpoints!.push({ step: 10, checkpoint_type: 'Intermediate', checkpoint: 'adapter' });
+    job.archives['adapter@10'] = step10;
+    api.setFaults({ queue: { checkpoints: [checkpointsWhile([5])] } });
     const run = await act({ 'job-id': `${TRAINING}:10`, 'checkpoint-type': 'adapter', wait: 'true' });
-    stop();
     succeeded(run);
     assert.match(run.stdout, /checkpoints saved: 5\n/);
     assert.match(run.stdout, /the checkpoint at step 10 is listed/);
     assert.equal(run.outputs.step, '10');
     assert.equal(run.outputs.sha256, sha256(step10));
+    assert.equal(run.outputs.steps, '[5,10]');
     assert.equal(api.jobs.get(TRAINING)!.status, 'running', 'the job itself never completed');
+    assert.equal(jobRequests().length, 2, 'two polls, no lookup after them');
+    assert.equal(checkpointRequests().length, 2, 'two polls, no listing after them');
+  });
+
+  test('step latest: waits until a checkpoint is listed, then fetches the highest', async () => {
+    const job = api.jobs.get(TRAINING)!;
+    job.checkpoints = [
+      { step: 8, checkpoint_type: 'Intermediate', checkpoint: 'adapter' },
+      { step: 4, checkpoint_type: 'Intermediate', checkpoint: 'adapter' },
+    ];
+    job.archives = { 'adapter@8': step10, 'adapter@4': adapter };
+    api.setFaults({ queue: { checkpoints: [checkpointsWhile([])] } });
+    const run = await act({ 'job-id': TRAINING, step: 'latest', 'checkpoint-type': 'adapter', wait: 'true' });
+    succeeded(run);
+    assert.match(run.stdout, /Waiting up to 2h 00m 00s for job .* to list a checkpoint \(step: latest\)/);
+    assert.match(run.stdout, /a checkpoint \(step: latest\) is listed/);
+    assert.equal(run.outputs.step, '8');
+    assert.equal(run.outputs.sha256, sha256(step10));
+    assert.equal(jobRequests().length, 2);
+    assert.equal(checkpointRequests().length, 2);
   });
 
   for (const status of ['error', 'user_error', 'cancelled']) {
@@ -171,7 +192,11 @@ describe('wait', () => {
   test('a completed job needs no waiting', async () => {
     const run = await act({ 'job-id': LORA, wait: 'true' });
     succeeded(run);
-    assert.match(run.stdout, /\[0s\] the job is completed/);
+    // One poll, and the lookup reuses it: there was no second poll, so there was no wait between
+    // polls, however long the first one took on a loaded machine.
+    assert.match(run.stdout, /\[\d+s\] status: completed\n\[\d+s\] the job is completed/);
+    assert.equal(jobRequests().length, 1);
+    assert.doesNotMatch(run.stdout, /status: (?!completed)/);
   });
 
   for (const bad of ['abc', '0', '-5', '1e2']) {
@@ -457,6 +482,11 @@ describe('dry-run', () => {
       size: String(step10.length),
       'checkpoint-type': 'adapter',
       step: '10',
+      checkpoints: JSON.stringify([
+        { step: 10, checkpoint_type: 'Intermediate', created_at: '2024-07-26T19:41:17.456Z' },
+        { step: 30, checkpoint_type: 'Final Merged', created_at: '2024-07-26T19:41:17.456Z' },
+      ]),
+      steps: '[10,30]',
     });
     const [probe, ...rest] = downloads();
     assert.equal(probe.range, 'bytes=0-1');

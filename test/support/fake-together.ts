@@ -5,6 +5,7 @@
  *   GET /v1/fine-tunes/:id              FinetuneResponse
  *   GET /v1/fine-tunes/:id/checkpoints  FinetuneListCheckpoints
  *   GET /v1/fine-tunes/:id/events       FinetuneListEvents
+ *   GET /v1/fine-tunes/:id/metrics      {"metrics": [...]}, filtered by an optional JSON body
  *   GET /v1/finetune/download?ft_id=..&checkpoint_step=..&checkpoint=..   (also HEAD)
  *
  * Only Node built-ins are used. Files on disk are streamed with fs.createReadStream and never read whole.
@@ -12,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 
 export interface FakeCheckpoint {
@@ -35,6 +37,10 @@ export interface FakeJob {
   model?: string;
   checkpoints?: FakeCheckpoint[];
   events?: Array<{ type: string; message: string; level?: string; created_at?: string }>;
+  /** Training metrics snapshots in the order logged (flat scalar dictionaries, e.g. `train/loss`, `train/global_step`); none: `{"metrics": []}`. */
+  metrics?: Array<Record<string, number>>;
+  /** Fields served in the job document in place of the generated ones (a hostile `id`, `status`, ...). */
+  served?: Record<string, unknown>;
   /** key: `${checkpoint}` for the final archive (merged | adapter | model_output_path), `${checkpoint}@${step}` for a step */
   archives: Record<string, ArchiveSource>;
 }
@@ -49,7 +55,7 @@ export interface Reply {
   body?: string;
 }
 
-export type Endpoint = 'job' | 'checkpoints' | 'events' | 'download';
+export type Endpoint = 'job' | 'checkpoints' | 'events' | 'metrics' | 'download';
 
 export interface Faults {
   /** replies served (and consumed, one per request) before normal behaviour, per endpoint; 'reset' destroys the socket */
@@ -84,6 +90,8 @@ export interface Faults {
   relativeRedirect?: boolean;
   /** the total reported in Content-Range to the `bytes=0-1` probe (a lie about the size) */
   probeTotal?: number;
+  /** every JSON error message (4xx/5xx) repeats, twice, the key the request presented (a server that echoes credentials) */
+  echoKey?: boolean;
 }
 
 export interface RecordedRequest {
@@ -102,6 +110,8 @@ export interface RecordedRequest {
   at: number;
   /** the client's port: which connection (a proxy's, say) the request came on */
   remotePort?: number;
+  /** the request body, as text (the metrics filter) */
+  body?: string;
 }
 
 export interface FakeTogether {
@@ -127,6 +137,8 @@ export interface StartFakeTogetherOptions {
   requireNoAuth?: boolean;
   /** default 0: any free port */
   port?: number;
+  /** serve https with this key and certificate (PEM) */
+  tls?: { key: string | Buffer; cert: string | Buffer };
 }
 
 const FIXED_CREATED = '2024-07-26T18:04:05.123Z';
@@ -226,11 +238,12 @@ function parseRange(header: string | undefined, total: number): RangeResult {
 
 function routeOf(pathname: string): { endpoint: Endpoint; id?: string } | undefined {
   if (pathname === '/v1/finetune/download') return { endpoint: 'download' };
-  const m = /^\/v1\/fine-tunes\/([^/]+)(\/checkpoints|\/events)?\/?$/.exec(pathname);
+  const m = /^\/v1\/fine-tunes\/([^/]+)(\/checkpoints|\/events|\/metrics)?\/?$/.exec(pathname);
   if (!m) return undefined;
   const id = decodeURIComponent(m[1]);
   if (m[2] === '/checkpoints') return { endpoint: 'checkpoints', id };
   if (m[2] === '/events') return { endpoint: 'events', id };
+  if (m[2] === '/metrics') return { endpoint: 'metrics', id };
   return { endpoint: 'job', id };
 }
 
@@ -287,7 +300,49 @@ function jobJson(job: FakeJob): Record<string, unknown> {
     wandb_url: '',
   };
   if (job.training_type) out.training_type = job.training_type;
-  return out;
+  return { ...out, ...job.served };
+}
+
+/** The step a metrics snapshot was logged at, for the spec's `global_step_*` filters. */
+function metricStep(m: Record<string, number>): number | undefined {
+  return m['train/global_step'] ?? m['eval/global_step'] ?? m.global_step;
+}
+
+/** When a snapshot was logged: the fake's jobs log one snapshot per second from their start. */
+function metricLoggedAt(index: number): number {
+  return Date.parse(FIXED_CREATED) + index * 1000;
+}
+
+/**
+ * `GET /fine-tunes/{id}/metrics`: every snapshot, or those the optional JSON body's filters keep
+ * (`global_step_from/to`, `logged_at_from/to`, all inclusive). A body that is not a JSON object is
+ * the spec's 400.
+ */
+function metricsJson(job: FakeJob, body: string): { status: number; body: string } {
+  let filter: Record<string, unknown> = {};
+  if (body.trim() !== '') {
+    try {
+      filter = JSON.parse(body);
+    } catch {
+      return { status: 400, body: errorBody('Invalid request: bad JSON body', 'invalid_request_error') };
+    }
+    if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) {
+      return { status: 400, body: errorBody('Invalid request: the body must be a JSON object', 'invalid_request_error') };
+    }
+  }
+  const number = (k: string) => (typeof filter[k] === 'number' ? (filter[k] as number) : undefined);
+  const time = (k: string) => (typeof filter[k] === 'string' ? Date.parse(filter[k] as string) : undefined);
+  const [stepFrom, stepTo, from, to] = [number('global_step_from'), number('global_step_to'), time('logged_at_from'), time('logged_at_to')];
+  const metrics = (job.metrics ?? []).filter((m, i) => {
+    const step = metricStep(m);
+    if ((stepFrom !== undefined || stepTo !== undefined) && step === undefined) return false;
+    if (stepFrom !== undefined && (step as number) < stepFrom) return false;
+    if (stepTo !== undefined && (step as number) > stepTo) return false;
+    if (from !== undefined && metricLoggedAt(i) < from) return false;
+    if (to !== undefined && metricLoggedAt(i) > to) return false;
+    return true;
+  });
+  return { status: 200, body: JSON.stringify({ metrics }) };
 }
 
 function checkpointsJson(job: FakeJob): { data: Array<Record<string, unknown>> } {
@@ -420,6 +475,23 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
   let faults: Faults = opts.faults ?? {};
   let totalSent = 0;
 
+  /** With `echoKey`, an error body's message repeats the presented key twice. */
+  function echoed(rec: RecordedRequest, status: number, body: string): string {
+    if (!faults.echoKey || status < 400) return body;
+    const auth = rec.headers.authorization;
+    const key = typeof auth === 'string' ? auth.replace(/^Bearer /, '') : '';
+    try {
+      const parsed = JSON.parse(body);
+      if (typeof parsed?.error?.message === 'string') {
+        parsed.error.message += ` (request made with the key ${key}; check that ${key} is valid)`;
+        return JSON.stringify(parsed);
+      }
+    } catch {
+      // not JSON: left as it is
+    }
+    return body;
+  }
+
   function sendJson(
     res: http.ServerResponse,
     rec: RecordedRequest,
@@ -427,7 +499,7 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
     body: string,
     headers: Record<string, string> = {},
   ): void {
-    const buf = Buffer.from(body);
+    const buf = Buffer.from(echoed(rec, status, body));
     rec.status = status;
     res.writeHead(status, {
       'content-type': 'application/json',
@@ -450,7 +522,7 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
       req.socket.destroy();
       return;
     }
-    const body = reply.body ?? (reply.status >= 400 ? defaultErrorBody(reply.status) : '');
+    const body = echoed(rec, reply.status, reply.body ?? (reply.status >= 400 ? defaultErrorBody(reply.status) : ''));
     const headers: Record<string, string> = { 'cf-ray': cfRay(), ...(reply.headers ?? {}) };
     const hasType = Object.keys(headers).some((h) => h.toLowerCase() === 'content-type');
     if (!hasType && body !== '') headers['content-type'] = 'application/json';
@@ -669,7 +741,7 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
     sendJson(res, rec, 401, defaultErrorBody(401));
   }
 
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const url = new URL(req.url ?? '/', `http://${host}`);
     const query: Record<string, string> = {};
     for (const [k, v] of url.searchParams) query[k] = v;
@@ -728,8 +800,18 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
     }
     if (route.endpoint === 'job') sendJson(res, rec, 200, JSON.stringify(jobJson(job)));
     else if (route.endpoint === 'checkpoints') sendJson(res, rec, 200, JSON.stringify(checkpointsJson(job)));
-    else sendJson(res, rec, 200, JSON.stringify({ data: eventsJson(job) }));
-  });
+    else if (route.endpoint === 'metrics') {
+      // The spec's filter travels in a GET body; the answer waits for it.
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        rec.body = Buffer.concat(chunks).toString('utf8');
+        const answer = metricsJson(job, rec.body);
+        sendJson(res, rec, answer.status, answer.body);
+      });
+    } else sendJson(res, rec, 200, JSON.stringify({ data: eventsJson(job) }));
+  };
+  const server = opts.tls ? https.createServer(opts.tls, handler) : http.createServer(handler);
 
   server.on('connection', (s: Socket) => {
     sockets.add(s);
@@ -744,7 +826,7 @@ export function startFakeTogether(opts: StartFakeTogetherOptions): Promise<FakeT
       server.off('error', reject);
       const port = (server.address() as AddressInfo).port;
       resolve({
-        url: `http://${host}:${port}/v1`,
+        url: `${opts.tls ? 'https' : 'http'}://${host}:${port}/v1`,
         port,
         requests,
         bytesSent: () => totalSent,

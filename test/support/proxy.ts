@@ -21,12 +21,23 @@ function resolve(host: string): string {
   return bare.endsWith('.test') ? '127.0.0.1' : bare;
 }
 
-export async function startProxy(): Promise<ForwardProxy> {
+export interface ProxyOptions {
+  /** Answer every tunnel and request with this status (407: the proxy wants credentials) instead of carrying it. */
+  refuse?: number;
+}
+
+export async function startProxy(options: ProxyOptions = {}): Promise<ForwardProxy> {
   const carried: string[] = [];
   const upstreamPorts = new Set<number>();
   const sockets = new Set<net.Socket>();
+  const refusal = options.refuse === undefined ? undefined : `${options.refuse} ${http.STATUS_CODES[options.refuse] ?? 'Refused'}`;
+  const challenge = options.refuse === 407 ? { 'proxy-authenticate': 'Basic realm="proxy"' } : {};
   const server = http.createServer((req, res) => {
     carried.push(`${req.method} ${req.url}`);
+    if (refusal !== undefined) {
+      res.writeHead(options.refuse as number, { ...challenge, 'content-length': '0' }).end();
+      return;
+    }
     let target: URL;
     try {
       target = new URL(req.url ?? '');
@@ -53,6 +64,11 @@ export async function startProxy(): Promise<ForwardProxy> {
   });
   server.on('connect', (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
     carried.push(`CONNECT ${req.url}`);
+    if (refusal !== undefined) {
+      const headers = Object.entries(challenge).map(([k, v]) => `${k}: ${v}\r\n`);
+      client.end(`HTTP/1.1 ${refusal}\r\n${headers.join('')}content-length: 0\r\n\r\n`);
+      return;
+    }
     const match = /^\[?([^\]]+?)\]?:(\d+)$/.exec(req.url ?? '');
     if (!match) {
       client.end('HTTP/1.1 400 Bad Request\r\n\r\n');

@@ -33,11 +33,12 @@ const anyText = fc.oneof(
 );
 
 const wholeIn = (n: number | undefined, min: number, max: number) => n !== undefined && Number.isInteger(n) && n >= min && n <= max;
+const stepChoice = (s: Inputs['step']) => s === undefined || s === 'latest' || wholeIn(s, 1, Number.MAX_SAFE_INTEGER);
 
 /** What a value that parsed must have become, for the input it came from. */
 const TYPED: Record<string, (inputs: Inputs) => boolean> = {
-  'job-id': (i) => /^ft-[A-Za-z0-9-]+$/.test(i.jobId) && (i.step === undefined || wholeIn(i.step, 1, Number.MAX_SAFE_INTEGER)),
-  step: (i) => i.step === undefined || wholeIn(i.step, 1, Number.MAX_SAFE_INTEGER),
+  'job-id': (i) => /^ft-[A-Za-z0-9-]+$/.test(i.jobId) && stepChoice(i.step),
+  step: (i) => stepChoice(i.step),
   'checkpoint-type': (i) => ['default', 'merged', 'adapter'].includes(i.checkpointType),
   path: (i) => i.path === i.path.trim(),
   'api-key': (i) => /^[\x21-\x7e]+$/.test(i.apiKey),
@@ -84,6 +85,7 @@ test('job-id and step: the download URL carries only the validated id and step',
         assert.ok(error instanceof InputError && (error.input === 'job-id' || error.input === 'step'));
         return;
       }
+      if (inputs.step === 'latest') return; // resolved to a listed step before any download URL is made
       const url = new URL(downloadUrl('https://api.together.ai/v1', { jobId: inputs.jobId, step: inputs.step, checkpoint: 'merged' }));
       assert.equal(url.origin + url.pathname, 'https://api.together.ai/v1/finetune/download');
       assert.deepEqual(

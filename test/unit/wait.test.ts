@@ -69,8 +69,9 @@ describe('waitForJob', () => {
   test('polls until completed, with growing sleeps', async () => {
     const api = scriptedApi(['queued', 'queued', 'running', 'running', 'completed']);
     const clock = virtualClock();
-    const job = await waitForJob(api, { jobId: JOB, timeoutMs: 3600_000 }, clock);
-    assert.equal(job.status, 'completed');
+    const seen = await waitForJob(api, { jobId: JOB, timeoutMs: 3600_000 }, clock);
+    assert.equal(seen.job.status, 'completed');
+    assert.equal(seen.checkpoints, undefined, 'no checkpoints were asked for');
     assert.deepEqual(clock.sleeps, [2000, 3000, 4500, 6750]);
     assert.equal(api.calls.checkpoints, 0);
   });
@@ -112,12 +113,55 @@ describe('waitForJob', () => {
     await assert.rejects(waitForJob(scriptedApi(['cancelled']), { jobId: JOB, timeoutMs: 1 }, virtualClock()), /no error message/);
   });
 
-  test('with a step: waits until the checkpoint is listed, even while the job runs on', async () => {
+  test('with a step: waits until the checkpoint is listed, even while the job runs on; returns what the last poll saw', async () => {
     const api = scriptedApi(['running'], { steps: [[], [5], [5, 10]] });
     const clock = virtualClock();
-    await waitForJob(api, { jobId: JOB, step: 10, timeoutMs: 3600_000 }, clock);
+    const seen = await waitForJob(api, { jobId: JOB, step: 10, timeoutMs: 3600_000 }, clock);
     assert.deepEqual(clock.sleeps, [2000, 3000]);
     assert.equal(api.calls.checkpoints, 3);
+    assert.equal(seen.job.status, 'running');
+    assert.deepEqual(
+      seen.checkpoints?.map((c) => c.step),
+      [5, 10],
+    );
+  });
+
+  test('step latest: waits until any checkpoint is listed', async () => {
+    const api = scriptedApi(['queued', 'running', 'running'], { steps: [[], [], [7]] });
+    const clock = virtualClock();
+    const seen = await waitForJob(api, { jobId: JOB, step: 'latest', timeoutMs: 3600_000 }, clock);
+    assert.deepEqual(clock.sleeps, [2000, 3000]);
+    assert.deepEqual(
+      seen.checkpoints?.map((c) => c.step),
+      [7],
+    );
+  });
+
+  test('step latest: a job that completes without any checkpoint fails at once', async () => {
+    const api = scriptedApi(['running', 'completed'], { steps: [[], []] });
+    await assert.rejects(
+      waitForJob(api, { jobId: JOB, step: 'latest', timeoutMs: 3600_000 }, virtualClock()),
+      /completed without saving any checkpoint.*`step: latest`/,
+    );
+  });
+
+  test('step latest: a job that ends in error before its first checkpoint fails with its last error event', async () => {
+    const events: FineTuneEvent[] = [{ type: 'job_error', level: 'error', message: 'bad data' }];
+    await assert.rejects(
+      waitForJob(
+        scriptedApi(['running', 'error'], { steps: [[], []], events }),
+        { jobId: JOB, step: 'latest', timeoutMs: 3600_000 },
+        virtualClock(),
+      ),
+      /status `error` before saving a checkpoint.*Together says: bad data/,
+    );
+  });
+
+  test('step latest: at the timeout it fails with the last status', async () => {
+    await assert.rejects(
+      waitForJob(scriptedApi(['running'], { steps: [[]] }), { jobId: JOB, step: 'latest', timeoutMs: 5000 }, virtualClock()),
+      /still `running` after waiting 5s/,
+    );
   });
 
   test('with a step: a completed job without that step fails at once, listing the steps', async () => {
