@@ -21,6 +21,8 @@ export const modules = {
 
 
 
+// A namespace import, and errors told apart by name: a stand-in for the package (such as
+// @github/local-action's) need not export every class this module would name.
 
 
 
@@ -75,7 +77,7 @@ async function uploadArtifact(file, name, sha256, retentionDays) {
 }
 function explainUploadError(error, name) {
     const message = (0,_errors_js__WEBPACK_IMPORTED_MODULE_4__/* .messageOf */ .bD)(error);
-    if (error instanceof _actions_artifact__WEBPACK_IMPORTED_MODULE_3__/* .GHESNotSupportedError */ .jK) {
+    if (error instanceof Error && error.name === 'GHESNotSupportedError') {
         return new _errors_js__WEBPACK_IMPORTED_MODULE_4__/* .ActionError */ .lZ(`Artifact upload is not available on GitHub Enterprise Server. Set \`upload-artifact: false\`. (${message})`);
     }
     // The client wraps its UsageError in a plain Error, so only the message tells a full quota.

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DefaultArtifactClient, GHESNotSupportedError } from '@actions/artifact';
+// A namespace import, and errors told apart by name: a stand-in for the package (such as
+// @github/local-action's) need not export every class this module would name.
+import * as artifactClient from '@actions/artifact';
 import { ActionError, messageOf } from '../errors.js';
 import { renameWithRetry } from '../transfer/rename.js';
 import { artifactUrl } from './artifact-service.js';
@@ -35,7 +37,7 @@ export async function uploadArtifact(file: string, name: string, sha256: string,
       }
     }
     const source = needsStaging ? staged : file;
-    const client = new DefaultArtifactClient();
+    const client = new artifactClient.DefaultArtifactClient();
     const result = await client
       .uploadArtifact(name, [source], path.dirname(source), { skipArchive: true, retentionDays })
       .catch((error: unknown) => {
@@ -69,7 +71,7 @@ export async function uploadArtifact(file: string, name: string, sha256: string,
 
 function explainUploadError(error: unknown, name: string): unknown {
   const message = messageOf(error);
-  if (error instanceof GHESNotSupportedError) {
+  if (error instanceof Error && error.name === 'GHESNotSupportedError') {
     return new ActionError(`Artifact upload is not available on GitHub Enterprise Server. Set \`upload-artifact: false\`. (${message})`);
   }
   // The client wraps its UsageError in a plain Error, so only the message tells a full quota.
