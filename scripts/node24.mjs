@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /**
  * `node scripts/node24.mjs [--then-this-node] <command> [args...]`: runs the command with Node 24,
- * the action's runtime (`runs.using: node24`), first on PATH; with `--then-this-node`, once it has
- * passed, runs it again with the `node` that started this script, unless that one is 24 already
- * (so `npm test` on a Node 20 machine tests both). The `node` in use when it is 24 already;
+ * the action's runtime (`runs.using: node24`), first on PATH; with `--then-this-node`, runs it
+ * again with the `node` that started this script, unless that one is 24 already (so `npm test` on
+ * a Node 20 machine tests both), and fails when either run failed. The `node` in use when it is 24 already;
  * otherwise, on Linux, Node NODE_24_VERSION from the npm registry's `node-linux-<arch>` package,
  * installed once into .tmp/node/<version>/ (ignored by git, kept across `npm ci`). Anywhere else it
  * fails and says to install Node 24. Plain JavaScript so that it runs on any Node before tsx does.
@@ -96,9 +96,13 @@ function run(binDir, pass) {
   });
 }
 
-let code = await run(bin, 'runtime');
-if (code === 0 && thenThisNode && !thisNodeIs24) {
-  process.stderr.write(`node24: passed on Node 24; now on this machine's Node ${process.version}\n`);
-  code = await run(path.dirname(process.execPath), 'this-node');
+const code = await run(bin, 'runtime');
+if (thenThisNode && !thisNodeIs24) {
+  process.stderr.write(
+    `node24: ${code === 0 ? 'passed' : `failed (exit code ${code})`} on Node 24; now on this machine's Node ${process.version}\n`,
+  );
+  const here = await run(path.dirname(process.execPath), 'this-node');
+  if (code !== 0) process.stderr.write(`node24: it failed on Node 24 (exit code ${code}); see above\n`);
+  process.exit(code || here);
 }
 process.exit(code);
