@@ -16,10 +16,14 @@ export const modules = {
 /* harmony import */ var node_path__WEBPACK_IMPORTED_MODULE_2___default = /*#__PURE__*/__webpack_require__.n(node_path__WEBPACK_IMPORTED_MODULE_2__);
 /* harmony import */ var _actions_artifact__WEBPACK_IMPORTED_MODULE_3__ = __webpack_require__(20584);
 /* harmony import */ var _errors_js__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(83916);
-/* harmony import */ var _transfer_rename_js__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(44877);
-/* harmony import */ var _artifact_service_js__WEBPACK_IMPORTED_MODULE_6__ = __webpack_require__(40148);
+/* harmony import */ var _log_js__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(25625);
+/* harmony import */ var _transfer_rename_js__WEBPACK_IMPORTED_MODULE_6__ = __webpack_require__(44877);
+/* harmony import */ var _artifact_service_js__WEBPACK_IMPORTED_MODULE_7__ = __webpack_require__(40148);
 
 
+
+// A namespace import, and errors told apart by name: a stand-in for the package (such as
+// @github/local-action's) need not export every class this module would name.
 
 
 
@@ -61,21 +65,27 @@ async function uploadArtifact(file, name, sha256, retentionDays) {
             throw new _errors_js__WEBPACK_IMPORTED_MODULE_4__/* .ActionError */ .lZ(`Artifact ${name} was uploaded but could not be read back from the artifact service to confirm its sha256 (${(0,_errors_js__WEBPACK_IMPORTED_MODULE_4__/* .messageOf */ .bD)(error)}). Check the run's artifacts, or run the job again.`);
         });
         const digest = (stored ?? '').replace(/^sha256:/, '').toLowerCase();
+        // A runner's artifact service always stores the digest; @github/local-action's stand-in, which
+        // is configured by LOCAL_ACTION_ARTIFACT_PATH and nothing else sets, stores none.
+        if (digest === '' && process.env.LOCAL_ACTION_ARTIFACT_PATH) {
+            _log_js__WEBPACK_IMPORTED_MODULE_5__/* .warning */ .$e(`The local stand-in for the artifact service (LOCAL_ACTION_ARTIFACT_PATH is set) stores no sha256, so artifact ${name} was not checked against the file's sha256 ${sha256}.`);
+            return { id: result.id, name, url: (0,_artifact_service_js__WEBPACK_IMPORTED_MODULE_7__/* .artifactUrl */ .Wk)(result.id), digest };
+        }
         if (digest !== sha256) {
             throw new _errors_js__WEBPACK_IMPORTED_MODULE_4__/* .ActionError */ .lZ(`The artifact service reports sha256 ${digest || '(none)'} for artifact ${name}, but the downloaded file's sha256 is ${sha256}. The upload may be corrupt; run the job again.`);
         }
-        return { id: result.id, name, url: (0,_artifact_service_js__WEBPACK_IMPORTED_MODULE_6__/* .artifactUrl */ .Wk)(result.id), digest };
+        return { id: result.id, name, url: (0,_artifact_service_js__WEBPACK_IMPORTED_MODULE_7__/* .artifactUrl */ .Wk)(result.id), digest };
     }
     finally {
         if (moved)
-            await (0,_transfer_rename_js__WEBPACK_IMPORTED_MODULE_5__/* .renameWithRetry */ .fU)(staged, file);
+            await (0,_transfer_rename_js__WEBPACK_IMPORTED_MODULE_6__/* .renameWithRetry */ .fU)(staged, file);
         if (needsStaging)
             await node_fs__WEBPACK_IMPORTED_MODULE_1__.promises.rm(staging, { recursive: true, force: true });
     }
 }
 function explainUploadError(error, name) {
     const message = (0,_errors_js__WEBPACK_IMPORTED_MODULE_4__/* .messageOf */ .bD)(error);
-    if (error instanceof _actions_artifact__WEBPACK_IMPORTED_MODULE_3__/* .GHESNotSupportedError */ .jK) {
+    if (error instanceof Error && error.name === 'GHESNotSupportedError') {
         return new _errors_js__WEBPACK_IMPORTED_MODULE_4__/* .ActionError */ .lZ(`Artifact upload is not available on GitHub Enterprise Server. Set \`upload-artifact: false\`. (${message})`);
     }
     // The client wraps its UsageError in a plain Error, so only the message tells a full quota.

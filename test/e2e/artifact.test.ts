@@ -410,6 +410,21 @@ describe('a failed upload keeps the download', () => {
     failedAfterDownload(run, merged, /sha256/, new RegExp(wrong), new RegExp(sha256(merged)));
   });
 
+  test('a service that stores no digest fails the run: the upload cannot be confirmed', async () => {
+    results.setFaults({ finalizeHashOverride: '' });
+    const run = await act({ 'job-id': LORA });
+    failedAfterDownload(run, merged, /reports sha256 \(none\)/, new RegExp(sha256(merged)));
+  });
+
+  test("@github/local-action's stand-in, which stores no digest, gets a warning instead", async () => {
+    results.setFaults({ finalizeHashOverride: '' });
+    const run = await act({ 'job-id': LORA }, { env: { ...runnerEnv(), LOCAL_ACTION_ARTIFACT_PATH: 'local-artifacts' } });
+    succeeded(run);
+    assert.match(run.stdout, /^::warning::The local stand-in for the artifact service .* stores no sha256/m);
+    assert.equal(run.outputs['artifact-digest'], '');
+    assert.equal(run.outputs.sha256, sha256(merged));
+  });
+
   test('an ok:false from the service fails with a clear message', async () => {
     results.setFaults({ createNotOk: true });
     const run = await act({ 'job-id': LORA });
