@@ -38,7 +38,7 @@ function shown(name: string): string {
 }
 
 /** Splits a `/`-separated archive path into its components, dropping empty ones and `.`. */
-function components(name: string): string[] {
+export function components(name: string): string[] {
   return name.split('/').filter((c) => c !== '' && c !== '.');
 }
 
