@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import * as zlib from 'node:zlib';
 import { makeArchive, peftAdapterFiles, sha256, weights, withShardIndex } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
 import { actionRunner, assertFailed, assertSucceeded, listFiles } from '../support/run-action.js';
@@ -258,32 +259,21 @@ describe('extract', () => {
     assert.ok(fs.existsSync(path.join(run.outputs['model-dir'], 'adapter_config.json')));
   });
 
-  test('where tar cannot read zstd, the archive is decompressed with zstd first', async () => {
+  test('with bsdtar as tar (macOS, Windows): zstd streams into `tar -x -f -`, no temp tar is written', async () => {
     const bin = tempDir('bin');
     const log = path.join(bin, 'tar.log');
-    const realTar = (process.env.PATH ?? '')
-      .split(path.delimiter)
-      .map((d) => path.join(d, 'tar'))
-      .find((p) => fs.existsSync(p));
-    assert.ok(realTar);
-    fs.writeFileSync(
-      path.join(bin, 'tar'),
-      `#!/bin/sh
-echo "$*" >> "${log}"
-if [ "$1" = "--version" ]; then echo "bsdtar 3.7.2 - libarchive 3.7.2 zlib/1.2.13"; exit 0; fi
-for a in "$@"; do case "$a" in --zstd|--use-compress-program*|-a|--auto-compress) echo "tar: unsupported option $a" >&2; exit 1;; esac; done
-exec "${realTar}" "$@"
-`,
-      { mode: 0o755 },
-    );
+    fs.writeFileSync(path.join(bin, 'tar'), `#!/bin/sh\necho "$*" >> "${log}"\nexec /usr/bin/bsdtar "$@"\n`, { mode: 0o755 });
     const run = await act({ 'job-id': LORA, extract: 'true' }, { env: { PATH: `${bin}${path.delimiter}${process.env.PATH}` } });
     succeeded(run);
-    assert.match(run.stdout, /bsdtar 3\.7\.2 .*cannot read zstd itself: decompressing with zstd first/);
-    assert.ok(!fs.readFileSync(log, 'utf8').includes('--zstd'));
-    assert.deepEqual(fs.readFileSync(path.join(run.outputs['model-dir'], 'config.json')), mergedFiles['config.json']);
+    const calls = fs.readFileSync(log, 'utf8').trim().split('\n');
+    assert.equal(calls[0], '--version');
+    assert.match(calls[1], /^-x -f - -C \S+$/, 'bsdtar reads the tar from its stdin, with no GNU options');
+    assert.doesNotMatch(run.stdout, /cannot read zstd|tar\.partial/);
+    for (const [name, data] of Object.entries(mergedFiles))
+      assert.deepEqual(fs.readFileSync(path.join(run.outputs['model-dir'], name)), data);
   });
 
-  test('without zstd on PATH: a clear error, nothing extracted', async () => {
+  test('without zstd on PATH: node:zlib unpacks where this Node.js has zstd, else a clear error naming Windows installers', async () => {
     const bin = tempDir('nozstd');
     const realTar = (process.env.PATH ?? '')
       .split(path.delimiter)
@@ -291,8 +281,15 @@ exec "${realTar}" "$@"
       .find((p) => fs.existsSync(p));
     fs.symlinkSync(realTar as string, path.join(bin, 'tar'));
     const run = await act({ 'job-id': LORA, extract: 'true', 'verify-contents': 'false' }, { env: { PATH: bin } });
-    failed(run, /needs the `zstd` program/, /apt-get install -y zstd/);
-    assert.deepEqual(listAll(run.workspace), [`${SLUG}.tar.zst`]);
+    if (typeof (zlib as { createZstdDecompress?: unknown }).createZstdDecompress === 'function') {
+      succeeded(run);
+      assert.match(run.stdout, /The `zstd` program is not on PATH: decompressing with node:zlib/);
+      for (const [name, data] of Object.entries(mergedFiles))
+        assert.deepEqual(fs.readFileSync(path.join(run.outputs['model-dir'], name)), data);
+    } else {
+      failed(run, /Extracting the archive needs zstd/, /apt-get install -y zstd/, /winget install Meta\.Zstandard/, /extract: false/);
+      assert.deepEqual(listAll(run.workspace), [`${SLUG}.tar.zst`]);
+    }
   });
 
   test('a corrupt archive (zstd magic, then garbage) fails cleanly, nothing extracted', async () => {
