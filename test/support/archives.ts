@@ -194,7 +194,8 @@ export interface TensorSpec {
  * padded with spaces to `minLength` (at least to a multiple of 8), the tensors laid out in order.
  */
 export function safetensorsHead(tensors: TensorSpec[], minLength = 0, metadata: Record<string, string> = { format: 'pt' }): Buffer {
-  const header: Record<string, unknown> = { __metadata__: metadata };
+  // No prototype: a tensor may be called `__proto__`.
+  const header: Record<string, unknown> = Object.assign(Object.create(null), { __metadata__: metadata });
   let offset = 0;
   for (const t of tensors) {
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes] };
@@ -258,6 +259,8 @@ export interface ModelOptions {
   shards?: number;
   /** Merged into config.json. */
   config?: Record<string, unknown>;
+  /** The largest tensor, in bytes (default 64 MiB). */
+  tensorBytes?: number;
 }
 
 /**
@@ -283,13 +286,16 @@ export function modelFiles(opts: ModelOptions = {}): Record<string, Buffer> {
     'tokenizer_config.json': Buffer.from('{"model_max_length": 131072}\n'),
   };
   if (shards === 1) {
-    files['model.safetensors'] = weights(total);
+    files['model.safetensors'] = weights(total, { tensorBytes: opts.tensorBytes });
     return files;
   }
   const per = Math.floor(total / shards);
   for (let i = 1; i <= shards; i++) {
     const name = `model-${String(i).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
-    files[name] = weights(i === shards ? total - per * (shards - 1) : per, { prefix: `model.layers.${i - 1}` });
+    files[name] = weights(i === shards ? total - per * (shards - 1) : per, {
+      prefix: `model.layers.${i - 1}`,
+      tensorBytes: opts.tensorBytes,
+    });
   }
   return withShardIndex(files);
 }
