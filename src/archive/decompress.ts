@@ -1,7 +1,9 @@
 /**
  * Decompressing an archive as a stream, for whoever reads its tar: gzip with node:zlib; zstd with
- * node:zlib where this Node.js has it (22.15 and later), else with the `zstd` program. Windows of up
- * to 2 GiB are accepted (`--long=31`), the most zstd's own tools write.
+ * the `zstd` program where it is on PATH, else with node:zlib where this Node.js has it (22.15 and
+ * later). The program comes first: it decodes weights about 1.8 times as fast as node:zlib's zstd
+ * and on a core of its own, so the check costs less CPU and keeps up with faster downloads. Windows
+ * of up to 2 GiB are accepted (`--long=31`), the most zstd's own tools write.
  */
 import { spawn } from 'node:child_process';
 import type { Readable, Transform, Writable } from 'node:stream';
@@ -33,7 +35,7 @@ export const INSTALL_ZSTD =
 export class ZstdMissingError extends ActionError {
   constructor(need: string, advice: string) {
     super(
-      `${need} needs zstd: this Node.js (${process.version}) has no zstd in node:zlib (Node.js 22.15 and later do) and the \`zstd\` program is not on PATH. ${INSTALL_ZSTD}, or ${advice}.`,
+      `${need} needs zstd: the \`zstd\` program is not on PATH and this Node.js (${process.version}) has no zstd in node:zlib (Node.js 22.15 and later do). ${INSTALL_ZSTD}, or ${advice}.`,
     );
     this.name = 'ZstdMissingError';
   }
@@ -68,8 +70,15 @@ function zlibDecoder(stream: Transform, what: string): Decoder {
   return { input: stream, output: stream, finished, stop: () => stream.destroy() };
 }
 
-function programDecoder(need: string, advice: string): Decoder {
+/** The `zstd` program as a decoder, once it has started; undefined when it is not on PATH. */
+async function programDecoder(advice: string): Promise<Decoder | undefined> {
   const child = spawn('zstd', ['-d', '-c', '-q', '--long=31'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const started = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    child.once('spawn', () => resolve(undefined));
+    child.once('error', (error) => resolve(error));
+  });
+  if (started?.code === 'ENOENT') return undefined;
+  if (started) throw new ActionError(`Could not run zstd (${started.message}); check its installation, or ${advice}.`);
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => {
     if (stderr.length < 4096) stderr += d;
@@ -77,14 +86,6 @@ function programDecoder(need: string, advice: string): Decoder {
   // Writing to a zstd that has stopped reading fails with EPIPE: its exit status says why.
   child.stdin.on('error', () => undefined);
   const finished = new Promise<Error | undefined>((resolve) => {
-    child.once('error', (error: NodeJS.ErrnoException) => {
-      child.stdout.destroy(error.code === 'ENOENT' ? new ZstdMissingError(need, advice) : error);
-      resolve(
-        error.code === 'ENOENT'
-          ? new ZstdMissingError(need, advice)
-          : new ActionError(`Could not run zstd (${error.message}); check its installation, or ${advice}.`),
-      );
-    });
     child.once('close', (code, signal) => {
       if (code === 0 || signal !== null) return resolve(undefined);
       resolve(new DecompressError(`zstd could not decompress it (${stderr.trim().replace(/\s+/g, ' ') || `exit code ${code}`})`));
@@ -107,20 +108,19 @@ export interface DecompressOptions {
   need: string;
   /** What else the user can do, e.g. "set `verify-contents: false`". */
   advice: string;
-  /** Force a zstd decoder (tests); by default node:zlib's where it exists. */
+  /** Force a zstd decoder (tests); by default the program where it is on PATH, else node:zlib's. */
   zstd?: ZstdDecoder;
 }
 
-/** The zstd decoder that `options` and this Node.js give. */
-export function zstdDecoderFor(options: Pick<DecompressOptions, 'zstd'> = {}): ZstdDecoder {
-  return options.zstd ?? (nodeZstd() ? 'node' : 'program');
-}
-
-function decoderFor(format: ArchiveFormat, options: DecompressOptions): Decoder {
+async function decoderFor(format: ArchiveFormat, options: DecompressOptions): Promise<Decoder> {
   if (format === 'gzip') return zlibDecoder(zlib.createGunzip({ chunkSize: CHUNK_BYTES }), 'gzip');
   const create = nodeZstd();
-  if (zstdDecoderFor(options) === 'node' && create) return zlibDecoder(create({ chunkSize: CHUNK_BYTES }), 'zstd');
-  return programDecoder(options.need, options.advice);
+  if (options.zstd !== 'node') {
+    const program = await programDecoder(options.advice);
+    if (program) return program;
+  }
+  if (options.zstd === 'program' || !create) throw new ZstdMissingError(options.need, options.advice);
+  return zlibDecoder(create({ chunkSize: CHUNK_BYTES }), 'zstd');
 }
 
 /**
@@ -135,13 +135,26 @@ export async function withDecompressed<T>(
   consume: (plain: AsyncIterable<Buffer>) => Promise<T>,
   options: DecompressOptions,
 ): Promise<T> {
-  const decoder = decoderFor(format, options);
+  let decoder: Decoder;
+  try {
+    decoder = await decoderFor(format, options);
+  } catch (error) {
+    await source[Symbol.asyncIterator]().return?.();
+    throw error;
+  }
   let stopped = false;
   let failed = false;
   let sourceError: unknown;
+  let consumed: () => void = () => undefined;
+  const done = new Promise<void>((resolve) => {
+    consumed = resolve;
+  });
   const pump = (async () => {
     try {
       for await (const chunk of source) {
+        // A decoder that has stopped taking input (it failed, or it is past the end) makes the
+        // pump wait for the reader's verdict: read on and drop the rest, or stop reading.
+        if (!stopped && !failed && decoder.input.destroyed) await done;
         if (failed) break;
         if (stopped || decoder.input.destroyed) continue;
         if (!decoder.input.write(chunk)) await writable(decoder.input);
@@ -158,6 +171,7 @@ export async function withDecompressed<T>(
     result = await consume(decoder.output);
   } catch (error) {
     failed = true;
+    consumed();
     // A broken stream shows up as a truncated tar: the decoder's own message says more. Read to
     // its end, the decoder is finishing on its own; else it is stopped first.
     const ended = decoder.output.readableEnded;
@@ -168,6 +182,7 @@ export async function withDecompressed<T>(
     throw problem && (ended || !isVerdict(error)) ? problem : error;
   }
   stopped = true;
+  consumed();
   const ended = decoder.output.readableEnded;
   if (!ended) decoder.stop();
   const problem = await decoder.finished;

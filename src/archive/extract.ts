@@ -111,7 +111,7 @@ export function resolveExtractDir(input: string, archive: string, workspace: str
 const EXTRACTING = { need: 'Extracting the archive', advice: 'set `extract: false` and unpack the archive yourself' };
 
 export interface ExtractOptions {
-  /** Force a zstd decoder (tests). By default the listing uses node:zlib's where it exists, the extraction the `zstd` program where it is on PATH; each falls back on the other. */
+  /** Force a zstd decoder (tests). By default the `zstd` program where it is on PATH, else node:zlib's. */
   zstd?: ZstdDecoder;
 }
 
