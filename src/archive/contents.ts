@@ -164,7 +164,7 @@ function readJson(folder: string, name: string, file: JsonFile): Record<string, 
 
 const kindName = (kind: 'adapter' | 'model', fetched: FetchedType) =>
   kind === 'adapter' ? 'an adapter' : fetched === 'model' ? 'a full model' : 'a merged model';
-const forWhat = (asked: Asked) => (asked.step === undefined ? 'as the final model' : `for step ${asked.step}`);
+const forWhat = (asked: Asked) => (asked.step === undefined ? 'as the final checkpoint' : `for step ${asked.step}`);
 
 /** A value from the archive that may become an output: no control characters, a sane length. */
 function outputValue(value: unknown, name: string, max: number, notes: string[]): string | undefined {
@@ -189,6 +189,14 @@ function judge(seen: Seen, asked: Asked): ContentsReport {
     .filter((f) => dirname(f) === folder)
     .map(basename)
     .sort();
+  // Folders inside the model's folder, to show when it holds no model.
+  const below = [
+    ...new Set(
+      [...seen.files]
+        .filter((f) => f.startsWith(prefix) && f.slice(prefix.length).includes('/'))
+        .map((f) => f.slice(prefix.length).split('/')[0]),
+    ),
+  ].sort();
   const has = (name: string) => here.includes(name);
   const adapterWeights = ADAPTER_WEIGHTS.filter(has);
   const weights = here.filter((n) => /\.(?:safetensors|bin)$/.test(n) && !ADAPTER_WEIGHTS.includes(n) && !NOT_WEIGHTS.test(n));
@@ -200,7 +208,8 @@ function judge(seen: Seen, asked: Asked): ContentsReport {
   const notes: string[] = [];
 
   if (!ok) {
-    const holds = `${folderText(folder)} holds ${here.length > 0 ? listed(here) : 'no files'}`;
+    const folders = below.length > 0 ? ` (and the folder${below.length === 1 ? '' : 's'} ${listed(below.map((b) => `${b}/`))})` : '';
+    const holds = `${folderText(folder)} holds ${here.length > 0 ? listed(here) : 'no files'}${folders}`;
     if (found !== undefined) {
       const why =
         asked.step === undefined

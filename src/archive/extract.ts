@@ -273,7 +273,7 @@ async function unpack(archive: string, format: ArchiveFormat, staging: string, o
   }
 
   // Without the program (or for gzip), node:zlib decompresses and this process feeds tar.
-  const decoder = zstd ? undefined : format === 'gzip' ? createGunzip() : nodeZstd()?.({});
+  const decoder = zstd ? undefined : format === 'gzip' ? createGunzip({ chunkSize: 256 * 1024 }) : nodeZstd()?.({ chunkSize: 256 * 1024 });
   if (!zstd && !decoder) throw new ZstdMissingError(EXTRACTING.need, EXTRACTING.advice);
 
   const tar = spawn('tar', tarArgs, { stdio: [zstd?.stdout ?? 'pipe', 'ignore', 'pipe'] });

@@ -90,7 +90,12 @@ describe('what the archive holds', () => {
   test('an adapter where a merged or full model was asked for', async () => {
     const adapter = await makeArchive(peftAdapterFiles(), 'zstd');
     await refused(adapter, MERGED, /^Together sent an adapter for step 120, not a merged model/, /`checkpoint-type: adapter`/);
-    await refused(adapter, { fetched: 'model' }, /^Together sent an adapter as the final model, not a full model/, /report it to Together/);
+    await refused(
+      adapter,
+      { fetched: 'model' },
+      /^Together sent an adapter as the final checkpoint, not a full model/,
+      /report it to Together/,
+    );
   });
 
   test('neither kind: what the folder holds is listed', async () => {
