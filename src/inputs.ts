@@ -37,6 +37,8 @@ export interface Inputs {
   cache: boolean;
   /** Resolve and print the plan, set the outputs known without the archive, download nothing. */
   dryRun: boolean;
+  /** Check that the archive holds the kind of model asked for, with whole safetensors files. */
+  verifyContents: boolean;
   /** Parallel connections for a server that honours range requests. */
   connections: number;
   stallTimeoutSeconds: number;
@@ -60,6 +62,7 @@ export interface RawInputs {
   'keep-archive': boolean;
   cache: boolean;
   'dry-run': boolean;
+  'verify-contents': boolean;
   connections: string;
   'stall-timeout': string;
   workspace: string;
@@ -93,6 +96,7 @@ export function readInputs(env: NodeJS.ProcessEnv = process.env): Inputs {
     'keep-archive': booleanInput('keep-archive', true),
     cache: booleanInput('cache', false),
     'dry-run': booleanInput('dry-run', false),
+    'verify-contents': booleanInput('verify-contents', true),
     connections: core.getInput('connections'),
     'stall-timeout': core.getInput('stall-timeout'),
     workspace: env.GITHUB_WORKSPACE || process.cwd(),
@@ -125,6 +129,7 @@ export function parseInputs(raw: RawInputs): Inputs {
     ...parseExtraction(raw),
     cache: raw.cache,
     dryRun: raw['dry-run'],
+    verifyContents: raw['verify-contents'],
     connections: parseIntegerInRange('connections', raw.connections, DEFAULT_CONNECTIONS, 1, 32, 'parallel connections'),
     stallTimeoutSeconds: parseIntegerInRange('stall-timeout', raw['stall-timeout'], DEFAULT_STALL_TIMEOUT_SECONDS, 1, 3600, 'seconds'),
   };

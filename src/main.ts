@@ -1,9 +1,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as core from '@actions/core';
+import { type Asked, ContentsError, type ContentsReport, checkContents, describeContents } from './archive/contents.js';
 import { type Extracted, extractArchive, largestFiles } from './archive/extract.js';
+import type { ArchiveFormat } from './archive/format.js';
 import { ActionError, messageOf } from './errors.js';
-import { formatBytes } from './format.js';
+import { formatBytes, formatDuration } from './format.js';
 import { type Inputs, readInputs } from './inputs.js';
 import * as log from './log.js';
 import { type DownloadPlan, lookUpJob, type Plan, planDownload } from './plan.js';
@@ -38,19 +40,41 @@ export async function run(): Promise<void> {
     const { job, checkpoint, step, checkpoints } = await log.group('Job', () => lookUpJob(api, inputs, seen));
     const jobOutputs = checkpointOutputs(checkpoints);
     const cacheKey = { jobId: inputs.jobId, step, checkpointType: checkpoint.fetched };
-    const cached = inputs.cache ? await log.group('Cache', () => findCachedArchive(cacheKey, { verify: !inputs.dryRun })) : undefined;
+    const asked: Asked = { fetched: checkpoint.fetched, step };
+    // What the archive holds: read with the bytes already being read (a dry run reads none).
+    let contents: ContentsReport | undefined;
+    const inspect =
+      inputs.verifyContents && !inputs.dryRun
+        ? async (archive: AsyncIterable<Uint8Array>, format: ArchiveFormat) => {
+            contents = await checkArchiveContents(archive, format, asked);
+          }
+        : undefined;
+    const cached = inputs.cache
+      ? await log.group('Cache', () =>
+          findCachedArchive(cacheKey, { verify: !inputs.dryRun, inspect }).catch((error: unknown) => {
+            if (!(error instanceof ContentsError)) throw error;
+            throw new ActionError(
+              `${error.message} This archive came from the runner's tool cache, stored there without the check; nothing was written.`,
+            );
+          }),
+        )
+      : undefined;
     const plan = await log.group('Plan', () => planDownload({ ...inputs, step }, job, checkpoint, cached));
     if (inputs.dryRun) return await reportDryRun(plan, inputs, jobOutputs, api);
 
     const { download, verified } =
       plan.source === 'cache'
         ? await log.group('Restore', () => restoreFromCache(plan.cached, plan.target))
-        : await fetchArchive(plan, {
-            apiKey: inputs.apiKey,
-            apiHost: new URL(inputs.baseUrl).hostname,
-            connections: inputs.connections,
-            stallTimeoutMs: inputs.stallTimeoutSeconds * 1000,
-          });
+        : await fetchArchive(
+            plan,
+            {
+              apiKey: inputs.apiKey,
+              apiHost: new URL(inputs.baseUrl).hostname,
+              connections: inputs.connections,
+              stallTimeoutMs: inputs.stallTimeoutSeconds * 1000,
+            },
+            inspect,
+          );
 
     if (inputs.cache && plan.source === 'download') {
       await log.group('Cache', () => storeInCache(cacheKey, plan.target, { format: plan.format, ...verified }));
@@ -59,7 +83,13 @@ export async function run(): Promise<void> {
       ? await log.group('Extract', () => extractArchive(plan.target, plan.format, plan.extractDir as string))
       : undefined;
 
-    setOutputs(plan, verified, { ...jobOutputs, 'cache-hit': cacheHit(inputs, plan), 'model-dir': extracted?.modelDir });
+    setOutputs(plan, verified, {
+      ...jobOutputs,
+      'cache-hit': cacheHit(inputs, plan),
+      'model-dir': extracted?.modelDir,
+      'base-model': contents?.baseModel,
+      'lora-rank': contents?.loraRank?.toString(),
+    });
     const artifact = plan.artifactName
       ? await log.group('Artifact', () => upload(plan.target, plan.artifactName as string, verified.sha256, inputs.retentionDays))
       : undefined;
@@ -72,6 +102,7 @@ export async function run(): Promise<void> {
       size: verified.size,
       sha256: verified.sha256,
       elapsedMs: download.elapsedMs,
+      contents: inputs.verifyContents ? contents && contentFacts(contents) : false,
       extracted: extracted && extractionFacts(extracted),
       archiveRemoved,
       artifact,
@@ -82,10 +113,27 @@ export async function run(): Promise<void> {
 }
 
 /**
- * Downloads into a temp file beside the target and moves it into place only once verified, so a
- * failure leaves neither a partial file nor a changed target behind.
+ * The content check (`verify-contents`): what the archive holds against what was asked for, every
+ * safetensors file whole. It reads the compressed archive as it is handed over; a mismatch throws.
  */
-async function fetchArchive(plan: DownloadPlan, settings: DownloadSettings): Promise<{ download: DownloadResult; verified: Verified }> {
+async function checkArchiveContents(archive: AsyncIterable<Uint8Array>, format: ArchiveFormat, asked: Asked): Promise<ContentsReport> {
+  const started = Date.now();
+  const report = await checkContents(archive, format, asked);
+  log.info(`${describeContents(report)}; checked in ${formatDuration((Date.now() - started) / 1000)}`);
+  for (const note of report.notes) log.warning(`From the archive: ${note}.`);
+  return report;
+}
+
+/**
+ * Downloads into a temp file beside the target and moves it into place only once verified (and its
+ * contents checked, when `inspect` is given), so a failure leaves neither a partial file nor a
+ * changed target behind.
+ */
+async function fetchArchive(
+  plan: DownloadPlan,
+  settings: DownloadSettings,
+  inspect?: (archive: AsyncIterable<Uint8Array>, format: ArchiveFormat) => Promise<void>,
+): Promise<{ download: DownloadResult; verified: Verified }> {
   const directory = await prepareDirectory(path.dirname(plan.target));
   const temp = tempPathFor(plan.target);
   const removeTemp = trackTempFile(temp);
@@ -97,6 +145,10 @@ async function fetchArchive(plan: DownloadPlan, settings: DownloadSettings): Pro
     const verified = await log.group('Verify', async () => {
       const result = await verifyArchive(temp, plan.probe, download.sha256);
       log.info(`Size ${formatBytes(result.size)} (${result.size} bytes) as announced; sha256 ${result.sha256}`);
+      // A pass over the verified file until the download hands its bytes over as they arrive.
+      await inspect?.(fs.createReadStream(temp, { highWaterMark: 1024 * 1024 }), plan.format).catch((error: unknown) => {
+        throw error instanceof ActionError ? new ActionError(`${error.message} Nothing was saved.`, { cause: error }) : error;
+      });
       await placeVerified(temp, plan.target, result.sha256);
       placed = true;
       log.info(`Saved ${plan.target}`);
@@ -193,6 +245,18 @@ function planFacts(plan: Plan, inputs: Inputs): Pick<SummaryFacts, 'jobId' | 'mo
     step: plan.step,
     file: plan.target,
     source: inputs.cache ? plan.source : undefined,
+  };
+}
+
+function contentFacts(report: ContentsReport): Exclude<NonNullable<SummaryFacts['contents']>, false> {
+  return {
+    kind: report.kind,
+    baseModel: report.baseModel,
+    loraRank: report.loraRank,
+    architecture: report.architecture,
+    weightFiles: report.weights.length,
+    safetensorsFiles: report.safetensors.files,
+    tensors: report.safetensors.tensors,
   };
 }
 

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-
+import { checkContents } from '../src/archive/contents.js';
 import { makeArchive, makeLargeArchiveFile, peftAdapterFiles, safetensors } from './support/archives.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from './support/fake-together.js';
 
@@ -81,6 +82,17 @@ function runTar(args: string[], input: Buffer): Promise<string> {
     p.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
     p.on('error', reject);
     p.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`tar exited ${code}: ${err}`))));
+    p.stdin.end(input);
+  });
+}
+
+function runTarBuffer(args: string[], input: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('tar', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    p.stdout.on('data', (d: Buffer) => out.push(d));
+    p.on('error', reject);
+    p.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`tar exited ${code}`))));
     p.stdin.end(input);
   });
 }
@@ -691,19 +703,28 @@ describe('archives', () => {
     assert.deepEqual(gzList, ['model/', 'model/config.json']);
   });
 
-  test('makeLargeArchiveFile writes exactly the size with the zstd magic and no repeated blocks', async () => {
+  test('makeLargeArchiveFile writes a real model archive of exactly the size, with weights that differ block by block', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'large-archive-test-'));
     try {
-      const size = 8 * 1024 * 1024 + 4096 * 3 + 17;
+      const size = 12 * 1024 * 1024 + 4096 * 3 + 17;
       const p = join(dir, 'x.tar.zst');
       await makeLargeArchiveFile(p, size);
       const buf = await readFile(p);
       assert.equal(buf.length, size);
       assert.deepEqual(buf.subarray(0, 4), Buffer.from([0x28, 0xb5, 0x2f, 0xfd]));
-      // the second 8 MiB chunk reuses the random block but differs through the stamped counters
-      assert.ok(!buf.subarray(8 * 1024 * 1024, 8 * 1024 * 1024 + 4096).equals(buf.subarray(0, 4096)));
-      await makeLargeArchiveFile(join(dir, 'tiny'), 3);
-      assert.deepEqual(await readFile(join(dir, 'tiny')), Buffer.from([0x28, 0xb5, 0x2f]));
+      // A model folder with its config, shard index and whole safetensors shards.
+      const report = await checkContents(createReadStream(p), 'zstd', { fetched: 'merged' });
+      assert.equal(report.folder, 'model');
+      assert.deepEqual(report.weights, ['model-00001-of-00001.safetensors']);
+      assert.equal(report.safetensors.files, 1);
+      // The reused random block differs through the stamped counters: no two 4 KiB pieces of the weights are equal.
+      const shard = await runTarBuffer(['--zstd', '-xOf', '-', 'model/model-00001-of-00001.safetensors'], buf);
+      const data = shard.subarray(8 + Number(shard.readBigUInt64LE(0)));
+      const pieces = new Set<string>();
+      for (let i = 0; i + 4096 <= data.length; i += 4096) pieces.add(data.subarray(i, i + 4096).toString('base64'));
+      assert.equal(pieces.size, Math.floor(data.length / 4096));
+      assert.ok(pieces.size > 2048, 'more pieces than one random block holds');
+      await assert.rejects(makeLargeArchiveFile(join(dir, 'tiny'), 3), /64 KiB or more/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,9 +1,10 @@
 /**
  * The check every archive entry passes before anything is written: no absolute paths, no `..`,
- * no links leading outside the folder, no devices, no names that collide on a case-insensitive
- * file system.
+ * no links leading outside the folder, no devices, no control characters, no names that collide on
+ * a case-insensitive file system.
  */
 import { ActionError } from '../errors.js';
+import { hasControls, quote } from '../log.js';
 import type { TarEntry } from './tar.js';
 
 export interface ExtractedFile {
@@ -18,6 +19,9 @@ export interface ArchiveListing {
   /** The regular files, in archive order. */
   files: ExtractedFile[];
   totalBytes: number;
+  /** Folders the extraction makes (those the entries imply included) and symbolic links. */
+  folders: number;
+  symlinks: number;
   /** The one top-level folder, when the archive holds exactly one thing and it is a folder. */
   topLevelDir?: string;
 }
@@ -34,17 +38,36 @@ export class UnsafeArchiveError extends ActionError {
 }
 
 function shown(name: string): string {
-  return JSON.stringify(name.length > 120 ? `${name.slice(0, 120)}…` : name);
+  return quote(name, 120);
 }
 
 /** Splits a `/`-separated archive path into its components, dropping empty ones and `.`. */
-function components(name: string): string[] {
+export function components(name: string): string[] {
   return name.split('/').filter((c) => c !== '' && c !== '.');
 }
 
-/** Case- and normalization-insensitive, so that `A` and `a` collide on any file system. */
+/** Characters that some file systems (HFS+) leave out of the names they compare: zero-width spaces and joiners, variation selectors. */
+const IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
+
+/**
+ * The name as a case-insensitive, normalization-insensitive file system sees it, or more
+ * conservatively: compatibility normalization (NFKC: `ſ` is `s`, `ϐ` is `β`, `ﬁ` is `fi`), then
+ * upper- and lower-casing until nothing changes, which gives full case folding (`ß` and `ẞ` are
+ * `ss`, `ς` is `σ`) and NTFS's upper-case comparison (`ı` meets `i`). APFS and NTFS collide no two
+ * names this keeps apart.
+ */
+export function foldName(name: string): string {
+  let key = name.replace(IGNORABLE, '').normalize('NFKC');
+  for (let i = 0; i < 4; i++) {
+    const next = key.toUpperCase().toLowerCase().normalize('NFKC').replace(IGNORABLE, '');
+    if (next === key) break;
+    key = next;
+  }
+  return key;
+}
+
 function keyOf(parts: readonly string[]): string {
-  return parts.join('/').normalize('NFC').toLowerCase();
+  return foldName(parts.join('/'));
 }
 
 const FILE_TYPES = new Set(['0', '7']);
@@ -61,6 +84,8 @@ const TYPE_NAMES: Record<string, string> = {
  */
 export class EntryValidator {
   private entries = 0;
+  private folders = 0;
+  private symlinks = 0;
   private readonly files: ExtractedFile[] = [];
   private readonly kinds = new Map<string, 'file' | 'dir' | 'symlink' | 'hardlink'>();
   private readonly topLevel = new Map<string, boolean>();
@@ -110,7 +135,13 @@ export class EntryValidator {
     if (type === '2') this.checkSymlink(entry, parts);
     if (type === '1') this.checkHardLink(entry);
 
-    for (let i = 1; i < parts.length; i++) this.kinds.set(keyOf(parts.slice(0, i)), 'dir');
+    for (let i = 1; i < parts.length; i++) {
+      const parent = keyOf(parts.slice(0, i));
+      if (!this.kinds.has(parent)) this.folders++;
+      this.kinds.set(parent, 'dir');
+    }
+    if (type === '5' && existing === undefined) this.folders++;
+    if (type === '2') this.symlinks++;
     this.kinds.set(key, type === '5' ? 'dir' : type === '2' ? 'symlink' : type === '1' ? 'hardlink' : 'file');
     const isDir = type === '5' || parts.length > 1;
     this.topLevel.set(parts[0], (this.topLevel.get(parts[0]) ?? false) || isDir);
@@ -121,12 +152,13 @@ export class EntryValidator {
     const tops = [...this.topLevel.entries()];
     const topLevelDir = tops.length === 1 && tops[0][1] ? tops[0][0] : undefined;
     const totalBytes = this.files.reduce((sum, f) => sum + f.size, 0);
-    return { entries: this.entries, files: this.files, totalBytes, topLevelDir };
+    return { entries: this.entries, files: this.files, totalBytes, folders: this.folders, symlinks: this.symlinks, topLevelDir };
   }
 
   /** The name's components; throws for anything that is not a plain relative path. */
   private checkName(name: string, entry: string, what = 'has'): string[] {
     if (name.includes('\0')) throw new UnsafeArchiveError(entry, `${what} a NUL character in its path`);
+    if (hasControls(name)) throw new UnsafeArchiveError(entry, `${what} a control character in its path`);
     if (name.includes('\\')) throw new UnsafeArchiveError(entry, `${what} a backslash in its path, a separator on Windows`);
     if (name.startsWith('/') || /^[A-Za-z]:/.test(name)) throw new UnsafeArchiveError(entry, `${what} an absolute path`);
     const parts = components(name);
@@ -145,6 +177,7 @@ export class EntryValidator {
     if (target === '') throw new UnsafeArchiveError(entry.name, 'is a symbolic link with an empty target');
     // tar would cut the target at the NUL: the link it makes is not the one checked here.
     if (target.includes('\0')) throw new UnsafeArchiveError(entry.name, 'is a symbolic link with a NUL character in its target');
+    if (hasControls(target)) throw new UnsafeArchiveError(entry.name, 'is a symbolic link with a control character in its target');
     if (target.includes('\\')) throw new UnsafeArchiveError(entry.name, `is a symbolic link to ${shown(target)}, with a backslash in it`);
     if (target.startsWith('/') || /^[A-Za-z]:/.test(target)) throw new UnsafeArchiveError(entry.name, outside);
     const steps = components(target);

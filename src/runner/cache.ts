@@ -9,10 +9,11 @@
  *     together-download.json    what it is: key, format, size, sha256
  *   $RUNNER_TOOL_CACHE/together-model/0.0.0-<...>/any.complete
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tc from '@actions/tool-cache';
+import { Feed } from '../archive/feed.js';
 import type { ArchiveFormat } from '../archive/format.js';
 import { ARCHIVE_EXTENSIONS } from '../archive/naming.js';
 import { formatBytes, formatDuration } from '../format.js';
@@ -162,12 +163,43 @@ async function evict(dir: string): Promise<void> {
   await fs.promises.rm(dir, { recursive: true, force: true });
 }
 
+/** A second check of a cached archive, given its bytes in the same read that checks its sha256. */
+export type CacheInspector = (archive: AsyncIterable<Buffer>, format: ArchiveFormat) => Promise<void>;
+
+/** The sha256 of `file`, and what `inspect` made of the same bytes (its error, if it failed). */
+async function hashAndInspect(
+  file: string,
+  format: ArchiveFormat,
+  inspect?: CacheInspector,
+): Promise<{ sha256: string; failure?: unknown }> {
+  if (!inspect) return { sha256: (await hashFile(file)).sha256 };
+  const hash = createHash('sha256');
+  const feed = new Feed();
+  const inspected = inspect(feed, format).then(
+    () => ({ failure: undefined as unknown }),
+    (failure: unknown) => ({ failure }),
+  );
+  try {
+    for await (const chunk of fs.createReadStream(file, { highWaterMark: 4 * 1024 * 1024 })) {
+      hash.update(chunk as Buffer);
+      await feed.push(chunk as Buffer);
+    }
+  } finally {
+    feed.end();
+  }
+  return { sha256: hash.digest('hex'), ...(await inspected) };
+}
+
 /**
  * The cached archive for `key`, or undefined on a miss. A hit has its sha256 checked against what
  * was stored (unless `verify` is false, for a dry run); an entry that fails any check counts as a
- * miss, with a warning, and is removed (a dry run leaves it).
+ * miss, with a warning, and is removed (a dry run leaves it). `inspect` reads the archive in the
+ * same pass as the sha256; when it fails on an archive whose sha256 is right, its error is thrown.
  */
-export async function findCachedArchive(key: CacheKey, { verify = true } = {}): Promise<CachedArchive | undefined> {
+export async function findCachedArchive(
+  key: CacheKey,
+  { verify = true, inspect }: { verify?: boolean; inspect?: CacheInspector } = {},
+): Promise<CachedArchive | undefined> {
   if (!cacheRoot()) return undefined;
   let version: string;
   try {
@@ -207,8 +239,9 @@ export async function findCachedArchive(key: CacheKey, { verify = true } = {}): 
   if (size !== meta.size) return reject(size === undefined ? 'its archive is missing' : `its archive has ${size} bytes, not ${meta.size}`);
   if (verify) {
     const started = Date.now();
-    const actual = await hashFile(archive);
+    const actual = await hashAndInspect(archive, meta.format, inspect);
     if (actual.sha256 !== meta.sha256) return reject(`its archive's sha256 is ${actual.sha256}, not the ${meta.sha256} stored with it`);
+    if (actual.failure !== undefined) throw actual.failure;
     log.info(
       `Cache hit: ${describeKey(key)}, ${formatBytes(meta.size)}, sha256 ${meta.sha256} checked in ${formatDuration((Date.now() - started) / 1000)}`,
     );

@@ -28,6 +28,19 @@ export interface SummaryFacts {
     /** The largest files, biggest first, with paths inside `dir`. */
     largest: ReadonlyArray<{ name: string; size: number }>;
   };
+  /** What the content check found; `false` when `verify-contents` turned it off. */
+  contents?:
+    | false
+    | {
+        /** `adapter`, `merged` or `model`. */
+        kind: string;
+        baseModel?: string;
+        loraRank?: number;
+        architecture?: string;
+        weightFiles: number;
+        safetensorsFiles: number;
+        tensors: number;
+      };
   /** The archive was removed after extracting it (`keep-archive: false`). */
   archiveRemoved?: boolean;
   artifact?: { name: string; url: string };
@@ -65,6 +78,8 @@ export function summaryRows(facts: SummaryFacts): Array<[string, string]> {
     rows.push(['Time', formatDuration(seconds)]);
     if (facts.source !== 'cache') rows.push(['Speed', seconds > 0 && facts.size !== undefined ? formatSpeed(facts.size / seconds) : '–']);
   }
+  if (facts.contents === false) rows.push(['Contents', 'not checked (<code>verify-contents: false</code>)']);
+  else if (facts.contents) rows.push(...contentRows(facts.contents));
   if (facts.extractDir !== undefined) rows.push(['Extract into', code(facts.extractDir)]);
   if (facts.extracted) {
     rows.push(['Extracted to', code(facts.extracted.dir)]);
@@ -81,6 +96,21 @@ export function summaryRows(facts: SummaryFacts): Array<[string, string]> {
   if (facts.artifact) {
     rows.push(['Artifact', `<a href="${escapeHtml(facts.artifact.url)}">${escapeHtml(facts.artifact.name)}</a>`]);
   }
+  return rows;
+}
+
+const CONTENT_KINDS: Record<string, string> = { adapter: 'LoRA adapter', merged: 'merged model', model: 'full model' };
+
+function contentRows(contents: Exclude<NonNullable<SummaryFacts['contents']>, false>): Array<[string, string]> {
+  const kind = CONTENT_KINDS[contents.kind] ?? escapeHtml(contents.kind);
+  const detail = [
+    contents.loraRank === undefined ? undefined : `rank ${contents.loraRank}`,
+    contents.architecture === undefined ? undefined : code(contents.architecture),
+    `${contents.weightFiles} weight file${contents.weightFiles === 1 ? '' : 's'}`,
+  ].filter((d) => d !== undefined);
+  const whole = `${contents.safetensorsFiles} safetensors file${contents.safetensorsFiles === 1 ? '' : 's'} whole (${contents.tensors} tensors)`;
+  const rows: Array<[string, string]> = [['Contents', `${kind} (${detail.join(', ')}); ${whole}`]];
+  if (contents.baseModel !== undefined) rows.push(['Base model', code(contents.baseModel)]);
   return rows;
 }
 

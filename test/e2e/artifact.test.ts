@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { parse } from 'yaml';
-import { makeArchive, peftAdapterFiles, sha256 } from '../support/archives.js';
+import { makeArchive, peftAdapterFiles, sha256, weights } from '../support/archives.js';
 import { type Azurite, startAzurite } from '../support/azurite.js';
 import { type ArtifactRecord, type FakeResults, startFakeResults } from '../support/fake-results.js';
 import { type FakeJob, type FakeTogether, startFakeTogether } from '../support/fake-together.js';
@@ -43,11 +43,9 @@ function jobs(): FakeJob[] {
 
 before(async () => {
   adapter = await makeArchive(peftAdapterFiles(), 'zstd');
-  const small = await makeArchive(
-    { 'config.json': Buffer.from('{"model_type":"llama"}'), 'model.safetensors': randomBytes(200_000) },
-    'zstd',
-    { topDir: 'merged' },
-  );
+  const small = await makeArchive({ 'config.json': Buffer.from('{"model_type":"llama"}'), 'model.safetensors': weights(200_000) }, 'zstd', {
+    topDir: 'merged',
+  });
   merged = Buffer.concat([small, randomBytes(9 * 1024 * 1024)]);
   [api, azurite] = await Promise.all([startFakeTogether({ apiKey: KEY, jobs: jobs() }), startAzurite()]);
   results = await startFakeResults(azurite);

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import fc from 'fast-check';
-import { makeArchive, sha256 } from '../support/archives.js';
+import { makeArchive, sha256, weights } from '../support/archives.js';
 import { type FakeJob, type FakeTogether, type Faults, type Reply, startFakeTogether } from '../support/fake-together.js';
 import { type ForwardProxy, startProxy } from '../support/proxy.js';
 import { type ActionRun, actionRunner, errorsOf, FAST_RETRY, listFiles, TEST_HOSTS } from '../support/run-action.js';
@@ -34,7 +34,7 @@ const jobs = (): FakeJob[] => [
 ];
 
 before(async () => {
-  archive = await makeArchive({ 'config.json': Buffer.from('{}'), 'model.safetensors': randomBytes(3 * 1024 * 1024) }, 'zstd');
+  archive = await makeArchive({ 'config.json': Buffer.from('{}'), 'model.safetensors': weights(3 * 1024 * 1024) }, 'zstd');
   api = await startFakeTogether({ apiKey: KEY, jobs: jobs() });
   // Another host on loopback, playing the storage service a signed URL points at.
   storage = await startFakeTogether({ apiKey: KEY, jobs: jobs(), host: '127.0.0.2', requireNoAuth: true });

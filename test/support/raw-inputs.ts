@@ -20,6 +20,7 @@ export function rawInputs(overrides: Partial<RawInputs> = {}): RawInputs {
     'keep-archive': true,
     cache: false,
     'dry-run': false,
+    'verify-contents': true,
     connections: '',
     'stall-timeout': '',
     workspace: '/work/space',

@@ -61,6 +61,7 @@ export const DEFAULT_INPUTS: Record<string, string> = {
   'keep-archive': 'true',
   cache: 'false',
   'dry-run': 'false',
+  'verify-contents': 'true',
   connections: '6',
   'stall-timeout': '60',
 };

@@ -4,8 +4,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { EntryValidator, UnsafeArchiveError } from '../../src/archive/entries.js';
-import { folderNameFor, largestFiles, listArchive, resolveExtractDir } from '../../src/archive/extract.js';
+import fc from 'fast-check';
+import { EntryValidator, foldName, UnsafeArchiveError } from '../../src/archive/entries.js';
+import { bytesOnDisk, diskErrorIn, folderNameFor, largestFiles, listArchive, resolveExtractDir } from '../../src/archive/extract.js';
 import { readTarEntries, TarFormatError } from '../../src/archive/tar.js';
 import { InputError } from '../../src/errors.js';
 import { makeArchive } from '../support/archives.js';
@@ -243,6 +244,50 @@ describe('checking entries', () => {
     rejects([pax({ linkpath: '..\0x' }), symlink('l', 'placeholder')], /NUL character in its target/));
   test('rejects a link that claims data', () =>
     rejects([{ name: 'l', type: '2', linkName: 'x', size: 512, data: Buffer.alloc(512) }], /claims 512 bytes/));
+  for (const [name, collides] of [
+    ['β', 'ϐ'],
+    ['s', 'ſ'],
+    ['ss', 'ß'],
+    ['ß', 'ẞ'],
+    ['σ', 'ς'],
+    ['i', 'ı'],
+    ['k', '\u212a'],
+    ['é', 'e\u0301'],
+    ['fi', 'ﬁ'],
+    ['ab', 'a\u200bb'],
+  ]) {
+    test(`a symbolic link ${JSON.stringify(`a/${collides}`)} and a file inside ${JSON.stringify(`a/${name}/`)} collide, as on APFS and NTFS`, () =>
+      rejects([dir('a/'), symlink(`a/${collides}`, '.'), file(`a/${name}/x`)], /through the symbolic link/));
+  }
+  test('names that only look alike on screen stay apart (Latin a and Cyrillic а)', async () => {
+    assert.equal((await validate([file('a'), file('\u0430')])).files.length, 2);
+  });
+  test('the folding matches what case-insensitive file systems do, or is stricter', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', maxLength: 12 }), (name) => {
+        const key = foldName(name);
+        assert.equal(foldName(name.toUpperCase()), key);
+        assert.equal(foldName(name.toLowerCase()), key);
+        assert.equal(foldName(name.normalize('NFD')), key);
+        assert.equal(foldName(key), key);
+      }),
+    );
+  });
+  for (const [what, bad] of [
+    ['a newline', 'a\nb'],
+    ['an escape', 'a\u001b[31mb'],
+    ['a C1 control', 'a\u0085b'],
+    ['a line separator', 'a\u2028b'],
+    ['a paragraph separator', 'a\u2029b'],
+    ['DEL', 'a\u007fb'],
+  ]) {
+    test(`rejects ${what} in a name, a link target and a hard link target`, async () => {
+      await rejects([file(`m/${bad}`)], /control character in its path/);
+      await rejects([pax({ path: `m/${bad}` }), file('innocent')], /control character in its path/);
+      await rejects([symlink('m/l', bad)], /control character in its target/);
+      await rejects([file('m/x'), hardlink('m/h', `m/${bad}`)], /control character in its path/);
+    });
+  }
   test('repeated directory entries are fine', async () => {
     assert.equal((await validate([dir('a/'), dir('a/'), file('a/b')])).files.length, 1);
   });
@@ -295,6 +340,40 @@ describe('where to extract', () => {
   test('a file in the way is refused', () => {
     fs.writeFileSync(path.join(ws, 'a-file'), 'x');
     assert.throws(() => resolveExtractDir('a-file', path.join(ws, 'm.tar.zst'), ws, env), /is a file, not a folder/);
+  });
+});
+
+describe('space and disk faults', () => {
+  test('each file takes whole blocks: 12,000 one-byte files need 12,000 blocks, not 12,000 bytes', async () => {
+    const listing = await validate([dir('m/'), ...Array.from({ length: 12_000 }, (_, i) => file(`m/${i}`, 'x'))]);
+    assert.equal(listing.totalBytes, 12_000);
+    assert.equal(listing.folders, 1);
+    assert.ok(bytesOnDisk(listing, 4096) >= 12_000 * 4096);
+    assert.equal(bytesOnDisk(listing, 4096), (12_000 + 1 + 1) * 4096);
+  });
+
+  test('sizes round up to the block; folders the entries imply and symbolic links take a block each', async () => {
+    const listing = await validate([file('a/b/c', 'x'.repeat(4097)), file('a/d', ''), symlink('a/l', 'd'), dir('e/')]);
+    assert.deepEqual([listing.folders, listing.symlinks], [3, 1]);
+    assert.equal(bytesOnDisk(listing, 4096), 2 * 4096 + 0 + (3 + 1 + 1) * 4096);
+    assert.equal(bytesOnDisk(listing, 65536), 65536 + (3 + 1 + 1) * 65536);
+  });
+
+  test("tar's words for disk faults, GNU tar's and bsdtar's, become their codes", () => {
+    const cases: Array<[string, string | undefined]> = [
+      [
+        'tar: m/model.safetensors: Cannot write: No space left on device\ntar: Exiting with failure status due to previous errors',
+        'ENOSPC',
+      ],
+      ['m/model.safetensors: Write failed: No space left on device', 'ENOSPC'],
+      ['tar: m/x: Cannot open: Disk quota exceeded', 'EDQUOT'],
+      ['m/x: Write failed: Disc quota exceeded', 'EDQUOT'],
+      ['tar: m/big: Cannot write: File too large', 'EFBIG'],
+      ['tar: m: Cannot mkdir: Read-only file system', 'EROFS'],
+      ["bsdtar: m/x: Can't create 'm/x': Permission denied", 'EACCES'],
+      ['tar: Unexpected EOF in archive', undefined],
+    ];
+    for (const [stderr, code] of cases) assert.equal(diskErrorIn(stderr)?.code, code, stderr);
   });
 });
 

@@ -165,6 +165,7 @@ test('parseInputs returns a typed, validated object', () => {
     keepArchive: true,
     cache: false,
     dryRun: false,
+    verifyContents: true,
     connections: 6,
     stallTimeoutSeconds: 60,
   });
