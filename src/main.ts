@@ -44,7 +44,7 @@ export async function run(): Promise<void> {
         ? await log.group('Restore', () => restoreFromCache(plan.cached, plan.target))
         : await fetchArchive(plan, {
             apiKey: inputs.apiKey,
-            apiHost: new URL(inputs.baseUrl).hostname,
+            apiOrigin: new URL(inputs.baseUrl).origin,
             connections: inputs.connections,
             stallTimeoutMs: inputs.stallTimeoutSeconds * 1000,
           });

@@ -1,13 +1,20 @@
 import * as fs from 'node:fs';
-import type { IncomingMessage } from 'node:http';
+import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Worker } from 'node:worker_threads';
-import type { HttpClient } from '@actions/http-client';
 import { ActionError } from '../errors.js';
 import { displayUrl, formatBytes } from '../format.js';
 import * as log from '../log.js';
 import { explainHttpStatus, type RequestContext } from '../together/api.js';
-import { explainStorageStatus, getFollowingRedirects, newHttpClient, type ProbeResult, totalFromContentRange } from './probe.js';
+import { type BodySink, contentEncoding, StallError } from './connection.js';
+import { explainDiskError, isDiskError } from './disk-errors.js';
+import { type Follower, readGrowing, WrittenPrefix, withFollower } from './follow.js';
+import { type Answer, DownloadClient } from './http-client.js';
+import { parseContentRange } from './http-head.js';
+import { InOrderHasher } from './in-order-hash.js';
+import { describeNetworkError } from './net-errors.js';
+import { type Piece, PieceQueue, pieceLength, planPieces } from './pieces.js';
+import type { ProbeResult } from './probe.js';
+import { explainStorageStatus } from './probe.js';
 import { ProgressReporter } from './progress.js';
 import { backoffMs, isRetryableStatus, nextWaitMs, RetryableError, retryAfterMs } from './retry.js';
 
@@ -16,15 +23,11 @@ export const DEFAULT_STALL_TIMEOUT_SECONDS = 60;
 /** Consecutive failures of one piece, without progress in between, before the download gives up. */
 export const PIECE_ATTEMPTS = 6;
 
-const MIN_PIECE = 4 * 1024 * 1024;
-const WRITE_BATCH = 512 * 1024;
-const MAX_PIECE = 1024 * 1024 * 1024;
-
 export interface RangedOptions {
   connections: number;
   stallTimeoutMs: number;
-  /** The API's host name: only requests to it carry the API key. */
-  apiHost: string;
+  /** The API's origin (`scheme://host:port`): only requests to it carry the API key. */
+  apiOrigin: string;
 }
 
 export interface RangedResult {
@@ -33,34 +36,16 @@ export interface RangedResult {
   sha256: string;
   /** How long the hash took to catch up after the last byte arrived. */
   hashTailMs: number;
-}
-
-interface Piece {
-  start: number;
-  end: number; // inclusive
-  received: number;
+  /** Bytes the hash read back from the file (they arrived ahead of the in-order frontier). */
+  readBackBytes: number;
 }
 
 /**
- * Splits `total` bytes into pieces: four per connection, so that a fast connection takes over work
- * when another is slow and the in-order hash never trails far behind, yet few enough that requests
- * stay rare (each new response starts slowly). A piece resumes from where it stopped, so its size
- * costs nothing on a failure.
- */
-export function planPieces(total: number, connections: number): Piece[] {
-  const size = Math.min(MAX_PIECE, Math.max(MIN_PIECE, Math.ceil(total / (connections * 4))));
-  const pieces: Piece[] = [];
-  for (let start = 0; start < total; start += size) {
-    pieces.push({ start, end: Math.min(total, start + size) - 1, received: 0 });
-  }
-  return pieces;
-}
-
-/**
- * Downloads the archive as parallel byte ranges written in place into `tempFile`. Each piece is
- * retried and resumed on its own from where it stopped, a piece that receives nothing for the
- * stall timeout is aborted and retried, and the sha256 follows the written prefix of the file,
- * so no separate pass over it is needed afterwards.
+ * Downloads the archive as byte ranges over parallel keep-alive connections, each read written
+ * in place into `tempFile` at its offset straight from the connection's buffer. Each piece is
+ * retried and resumed on its own from its last byte on disk; a connection that receives nothing
+ * for the stall timeout is dropped and its piece resumed; the sha256 follows the in-order
+ * frontier, so no pass over the file is needed afterwards.
  */
 export async function downloadRanged(
   probe: ProbeResult & { total: number },
@@ -68,41 +53,72 @@ export async function downloadRanged(
   tempFile: string,
   options: RangedOptions,
   context: RequestContext,
+  follower?: Follower,
 ): Promise<RangedResult> {
-  const pieces = planPieces(probe.total, options.connections);
-  const connections = Math.max(1, Math.min(options.connections, pieces.length));
+  const total = probe.total;
+  const connections = Math.max(1, Math.min(options.connections, planPieces(total, options.connections).length));
+  const planned = planPieces(total, options.connections).length;
   log.info(
-    `Downloading ${formatBytes(probe.total)} as ${pieces.length} range${pieces.length === 1 ? '' : 's'} over ${connections} connection${connections === 1 ? '' : 's'}`,
+    `Downloading ${formatBytes(total)} as ${planned} range${planned === 1 ? '' : 's'} over ${connections} connection${connections === 1 ? '' : 's'}`,
   );
-  // The socket timeout covers a server that never answers; our own stall timer, a little shorter,
-  // covers a body that stops, and says so.
-  const client = newHttpClient(options.stallTimeoutMs + 5000, { keepAlive: true, maxSockets: connections });
-  const file = await fs.promises.open(tempFile, 'w');
-  const progress = new ProgressReporter(probe.total);
-  const hasher = new InOrderHasher(tempFile, pieces);
+  const dir = path.dirname(tempFile);
+  const file = await fs.promises.open(tempFile, 'w+').catch(async (error: unknown) => {
+    throw await diskFailure(error, dir, "creating the download's temp file");
+  });
+  const queue = new PieceQueue(total, options.connections);
+  const hasher = new InOrderHasher(file.fd, total, () => queue.writtenPrefix());
+  const prefix = new WrittenPrefix();
+  const progress = new ProgressReporter(total);
+  const client = new DownloadClient({ apiKey, apiOrigin: options.apiOrigin });
   const abort = new AbortController();
+  /** Workers waiting for the window to move on. */
+  const waiting = new Set<() => void>();
+  const wakeAll = () => {
+    for (const wake of waiting) wake();
+    waiting.clear();
+  };
+  const onAbort = () => {
+    client.close();
+    wakeAll();
+  };
+  abort.signal.addEventListener('abort', onAbort);
   let received = 0;
-  let next = 0;
+  let diskFault: Error | undefined;
 
-  const worker = async () => {
-    const writer = new PieceWriter(file);
-    while (!abort.signal.aborted && next < pieces.length) {
-      const piece = pieces[next++];
-      await fetchPiece(piece, writer, (bytes) => {
-        received += bytes;
-        progress.update(received);
-        hasher.advance();
-      });
+  const written = (bytes: number) => {
+    received += bytes;
+    progress.update(received);
+    hasher.catchUp();
+    prefix.grew(queue.writtenPrefix());
+    wakeAll();
+  };
+  const onDiskFault = (error: Error) => {
+    diskFault ??= error;
+    abort.abort(error);
+  };
+
+  const nextPiece = async (): Promise<Piece | undefined> => {
+    for (;;) {
+      if (abort.signal.aborted) return undefined;
+      const piece = queue.take();
+      if (piece !== null) return piece;
+      // The window is full: wait until more is on disk.
+      await new Promise<void>((resolve) => waiting.add(resolve));
     }
   };
 
-  const fetchPiece = async (piece: Piece, writer: PieceWriter, onBytes: (n: number) => void) => {
+  const worker = async () => {
+    for (let piece = await nextPiece(); piece; piece = await nextPiece()) await fetchPiece(piece);
+  };
+
+  const fetchPiece = async (piece: Piece) => {
     for (let failures = 0; ; ) {
       const before = piece.received;
       try {
-        await fetchRange(client, probe, apiKey, options, piece, writer, onBytes, abort.signal, context);
+        await fetchRange(client, probe, options, piece, { fd: file.fd, hasher, written, onDiskFault }, abort.signal, context);
         return;
       } catch (error) {
+        if (diskFault) throw await diskFailure(diskFault, dir, 'writing the download');
         if (!(error instanceof RetryableError) || abort.signal.aborted) throw error;
         // Progress since the last failure means the connection works: start counting afresh.
         failures = piece.received > before ? 1 : failures + 1;
@@ -120,310 +136,235 @@ export async function downloadRanged(
     }
   };
 
-  try {
-    await file.truncate(probe.total);
+  const download = async (): Promise<RangedResult> => {
+    try {
+      await file.truncate(total);
+    } catch (error) {
+      throw await diskFailure(error, dir, 'setting the size of the download');
+    }
     // The first failure is the cause; the others are workers it aborted.
     let failure: { error: unknown } | undefined;
     await Promise.all(
       Array.from({ length: connections }, () =>
         worker().catch((error: unknown) => {
           failure ??= { error };
-          abort.abort();
+          abort.abort(error);
         }),
       ),
     );
     if (failure) throw failure.error;
+    if (abort.signal.aborted) throw abort.signal.reason ?? new ActionError('aborted');
     const lastByteAt = Date.now();
     const elapsedMs = progress.finish(received);
-    const sha256 = await hasher.digest();
-    return { bytes: received, elapsedMs, sha256, hashTailMs: Date.now() - lastByteAt };
+    prefix.finish(total);
+    const sha256 = await hasher.digest().catch((error: Error) => {
+      throw new ActionError(`Computing the sha256 of the download failed: ${error.message}`);
+    });
+    return { bytes: received, elapsedMs, sha256, hashTailMs: Date.now() - lastByteAt, readBackBytes: hasher.readBack };
+  };
+
+  try {
+    return await withFollower(
+      follower,
+      () => readGrowing(tempFile, prefix),
+      prefix,
+      (reason) => abort.abort(reason),
+      download,
+    );
   } finally {
     abort.abort();
+    abort.signal.removeEventListener('abort', onAbort);
+    client.close();
     await hasher.stop();
     await file.close();
-    client.dispose();
   }
 }
 
-/** Fetches what is missing of one piece, writing each chunk at its offset. Throws RetryableError to retry. */
+/** What a piece's bytes go through: the file, the hash, the count of bytes on disk. */
+interface PieceSinkContext {
+  fd: number;
+  hasher: InOrderHasher;
+  written: (bytes: number) => void;
+  onDiskFault: (error: Error) => void;
+}
+
+/** Fetches what is missing of one piece. Throws RetryableError to retry. */
 async function fetchRange(
-  client: HttpClient,
-  probe: ProbeResult,
-  apiKey: string,
+  client: DownloadClient,
+  probe: ProbeResult & { total: number },
   options: RangedOptions,
   piece: Piece,
-  writer: PieceWriter,
-  onBytes: (n: number) => void,
+  sinkContext: PieceSinkContext,
   signal: AbortSignal,
   context: RequestContext,
 ): Promise<void> {
   const from = piece.start + piece.received;
-  let response: IncomingMessage;
-  let answered: { url: string; sendAuth: boolean };
+  let answer: Answer;
   try {
     // Every range starts at the API, so a signed storage URL it redirects to is always fresh.
-    ({ response, ...answered } = await getFollowingRedirects(
-      client,
-      probe.requestUrl,
-      { apiKey, apiHost: options.apiHost },
-      { range: `bytes=${from}-${piece.end}` },
-      log.debug,
-    ));
+    // A response head must come within the stall timeout, however slowly it trickles.
+    answer = await client.get(probe.requestUrl, {
+      headers: { Range: `bytes=${from}-${piece.end}`, Accept: 'application/octet-stream' },
+      stallMs: options.stallTimeoutMs,
+      deadlineMs: options.stallTimeoutMs,
+      print: log.debug,
+      signal,
+    });
   } catch (error) {
-    if (error instanceof ActionError) throw error;
-    throw new RetryableError(`network error: ${(error as Error).message}`);
+    throw asRangeFailure(error, options);
   }
-  const status = response.statusCode ?? 0;
+  const status = answer.status;
   if (status !== 206) {
-    response.resume();
-    if (isRetryableStatus(status)) throw new RetryableError(`HTTP ${status}`, retryAfterMs(response.headers));
+    if (isRetryableStatus(status)) {
+      await answer.readSmall(64 * 1024).catch(() => undefined);
+      throw new RetryableError(`HTTP ${status}`, retryAfterMs(Object.fromEntries(answer.head.headers)));
+    }
+    answer.abandon();
     if (status === 200) {
       throw new ActionError(
         `The server stopped honouring range requests (HTTP 200 for bytes ${from}-${piece.end}). Run the job again: when the server ignores ranges from the start, the archive is downloaded as one stream.`,
       );
     }
-    throw answered.sendAuth ? explainHttpStatus(status, undefined, context, 1) : explainStorageStatus(status, answered.url, context);
+    throw answer.hop.sendAuth ? explainHttpStatus(status, undefined, context, 1) : explainStorageStatus(status, answer.url, context);
   }
-  const range = /^bytes\s+(\d+)-(\d+)\//i.exec(response.headers['content-range'] ?? '');
-  const total = totalFromContentRange(response.headers['content-range']);
-  if (!range || Number(range[1]) !== from || Number(range[2]) !== piece.end || (total !== undefined && total !== probe.total)) {
-    response.destroy();
+  const header = answer.header('content-range');
+  const range = parseContentRange(header);
+  if (!range || range.first !== from || range.last !== piece.end || (range.total !== undefined && range.total !== probe.total)) {
+    answer.abandon();
     throw new ActionError(
-      `The server answered bytes ${from}-${piece.end} with Content-Range ${JSON.stringify(response.headers['content-range'] ?? '')}: the archive changed or the server misbehaves. Run the job again.`,
+      `The server answered bytes ${from}-${piece.end} with Content-Range ${JSON.stringify(header ?? '')}: the archive changed or the server misbehaves. Run the job again.`,
     );
   }
-
-  writer.begin(piece, onBytes);
-
-  let stalled = false;
-  const onAbort = () => response.destroy();
-  signal.addEventListener('abort', onAbort);
-  const timer = setTimeout(() => {
-    stalled = true;
-    response.destroy();
-  }, options.stallTimeoutMs);
-  let broke: Error | undefined;
-  try {
-    await receive(response, piece, writer, () => timer.refresh());
-  } catch (error) {
-    broke = error as Error;
-  } finally {
-    clearTimeout(timer);
-    signal.removeEventListener('abort', onAbort);
+  const framing = answer.connection.bodyFraming;
+  const encoding = contentEncoding(answer.head);
+  const wanted = piece.end + 1 - from;
+  if (framing.kind !== 'length' || encoding !== undefined) {
+    answer.abandon();
+    const what =
+      encoding !== undefined
+        ? `Content-Encoding ${JSON.stringify(encoding)}`
+        : framing.kind === 'chunked'
+          ? 'a chunked body'
+          : 'no Content-Length';
+    throw new ActionError(
+      `The server answered bytes ${from}-${piece.end} with ${what}, not the ${wanted} plain bytes asked for: the server misbehaves. Run the job again; if it persists, report it to Together with the job id.`,
+    );
   }
-  // What arrived before a failure is good: write it, so a retry resumes after it.
+  if (framing.length > wanted) {
+    // The Content-Range is right, the length is too long: take the range, not what follows it.
+    // (A length too short ends the body early: the rest is resumed.)
+    log.debug(`Bytes ${from}-${piece.end} came with Content-Length ${framing.length}; reading ${wanted} bytes and dropping the connection`);
+    answer.connection.limitBody(wanted);
+  }
+
+  const writer = new PieceWriter(piece, from, sinkContext);
+  answer.connection.watch({ stallMs: options.stallTimeoutMs });
+  let broke: unknown;
+  try {
+    await answer.readInto(writer);
+  } catch (error) {
+    broke = error;
+  }
+  // What arrived before a failure is good: it is written, so a retry resumes after it.
   await writer.drain();
+  if (writer.failure) throw writer.failure;
   if (signal.aborted) throw new ActionError('aborted');
-  // A piece that arrived whole is done, whatever happened to the connection after its last byte
-  // (a server that announces more than the range and then drops the connection still delivered it).
-  if (piece.start + piece.received > piece.end) return;
-  if (stalled) throw new RetryableError(`no data for ${options.stallTimeoutMs / 1000} s (stall-timeout)`);
-  if (broke) throw new RetryableError(`connection broke: ${broke.message}`);
-  throw new RetryableError(`the body ended early, ${piece.end + 1 - piece.start - piece.received} bytes short`);
+  // A piece that arrived whole is done, whatever happened to the connection after its last byte.
+  if (piece.received === pieceLength(piece)) return;
+  if (broke instanceof StallError) throw new RetryableError(`no data for ${options.stallTimeoutMs / 1000} s (stall-timeout)`);
+  if (broke) throw new RetryableError(describeNetworkError(broke).message);
+  throw new RetryableError(`the body ended early, ${pieceLength(piece) - piece.received} bytes short`);
+}
+
+function asRangeFailure(error: unknown, options: RangedOptions): unknown {
+  if (error instanceof ActionError || error instanceof RetryableError) return error;
+  if (error instanceof StallError) return new RetryableError(`no data for ${options.stallTimeoutMs / 1000} s (stall-timeout)`);
+  const failure = describeNetworkError(error);
+  if (!failure.retryable) return new ActionError(`The download failed: ${failure.message}.`);
+  return new RetryableError(failure.message);
 }
 
 /**
- * Reads a response body into the writer. The stream stays in flowing mode, so the socket is read
- * while the disk writes (an async iterator would stop reading during every write); it pauses only
- * when both of the writer's buffers are taken.
+ * A piece's bytes, written where they belong as the connection hands them over, each straight
+ * from the connection's buffer. `piece.received` moves on only over bytes whose writes are done,
+ * in order, so a retry resumes after the last byte on disk.
  */
-function receive(response: IncomingMessage, piece: Piece, writer: PieceWriter, onData: () => void): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    // A chunk that found both buffers taken waits here, the response paused, until one is free.
-    let waiting: Promise<void> = Promise.resolve();
-    let settled = false;
-    const settle = (error?: Error) => {
-      if (settled) return;
-      settled = true;
-      if (error) reject(error);
-      else waiting.then(resolve, reject);
-    };
-    const feed = (data: Buffer): void => {
-      const rest = writer.push(data);
-      if (!rest) return;
-      response.pause();
-      waiting = writer.writable().then(() => {
-        feed(rest);
-        if (!writer.blocked()) response.resume();
-      });
-      waiting.catch((error: Error) => settle(error));
-    };
-    response.on('data', (chunk: Buffer) => {
-      onData();
-      const room = piece.end + 1 - (piece.start + piece.received + writer.queued());
-      feed(chunk.length > room ? chunk.subarray(0, room) : chunk);
-      if (chunk.length >= room) {
-        // Everything asked for is here; whatever else the server sends is not ours.
-        response.destroy();
-        settle();
+class PieceWriter implements BodySink {
+  failure?: Error;
+  private next: number;
+  /** Writes in the order they were handed out; `ok` is set once each finishes. */
+  private readonly writes: Array<{ length: number; ok?: boolean }> = [];
+  private pending = 0;
+  private drained?: () => void;
+
+  constructor(
+    private readonly piece: Piece,
+    from: number,
+    private readonly context: PieceSinkContext,
+  ) {
+    this.next = from;
+  }
+
+  data(buf: Buffer, start: number, end: number, done: () => void): void {
+    const length = Math.min(end - start, this.piece.end + 1 - this.next);
+    if (length <= 0 || this.failure) {
+      done();
+      return;
+    }
+    const offset = this.next;
+    this.next += length;
+    this.context.hasher.offer(offset, buf, start, start + length);
+    const entry: { length: number; ok?: boolean } = { length };
+    this.writes.push(entry);
+    this.pending++;
+    writeFully(this.context.fd, buf, start, length, offset, (error) => {
+      this.pending--;
+      done();
+      entry.ok = !error;
+      if (error) {
+        this.failure ??= error;
+        this.context.onDiskFault(error);
       }
+      this.settle();
     });
-    response.once('end', () => settle());
-    response.once('error', (error) => settle(error));
-    response.once('close', () => settle(response.complete ? undefined : new Error('the connection closed early')));
+  }
+
+  /** Resolves once every write handed out has finished. */
+  drain(): Promise<void> {
+    if (this.pending === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.drained = resolve;
+    });
+  }
+
+  private settle(): void {
+    let bytes = 0;
+    while (this.writes.length > 0 && this.writes[0].ok === true) bytes += (this.writes.shift() as { length: number }).length;
+    if (bytes > 0) {
+      this.piece.received += bytes;
+      this.context.written(bytes);
+    }
+    if (this.pending === 0) {
+      const drained = this.drained;
+      this.drained = undefined;
+      drained?.();
+    }
+  }
+}
+
+/** `fs.write` until every byte is written (a write may be short). */
+function writeFully(fd: number, buf: Buffer, start: number, length: number, position: number, callback: (error?: Error) => void): void {
+  fs.write(fd, buf, start, length, position, (error, bytesWritten) => {
+    if (error) callback(error);
+    else if (bytesWritten < length) writeFully(fd, buf, start + bytesWritten, length - bytesWritten, position + bytesWritten, callback);
+    else callback();
   });
 }
 
-/**
- * Writes a connection's data at its offset through two reusable buffers: one fills while the
- * other is written. Few system calls, and memory stays fixed however fast the data comes.
- */
-class PieceWriter {
-  private readonly buffers = [Buffer.allocUnsafe(WRITE_BATCH), Buffer.allocUnsafe(WRITE_BATCH)];
-  private current = 0;
-  private filled = 0;
-  private inFlight = 0;
-  private writing: Promise<void> | undefined;
-  private failure: Error | undefined;
-  private piece!: Piece;
-  private onBytes!: (n: number) => void;
-
-  constructor(private readonly file: fs.promises.FileHandle) {}
-
-  begin(piece: Piece, onBytes: (n: number) => void): void {
-    this.piece = piece;
-    this.onBytes = onBytes;
-    this.filled = 0;
-  }
-
-  /** Bytes received but not yet counted in `piece.received`. */
-  queued(): number {
-    return this.filled + this.inFlight;
-  }
-
-  /** True while both buffers are taken. */
-  blocked(): boolean {
-    return this.filled === WRITE_BATCH && this.writing !== undefined;
-  }
-
-  /** Copies `data` in; returns what did not fit while both buffers are taken. */
-  push(data: Buffer): Buffer | undefined {
-    for (let offset = 0; offset < data.length; ) {
-      if (this.filled === WRITE_BATCH) {
-        if (this.writing) return data.subarray(offset);
-        this.startWrite();
-      }
-      const copied = data.copy(this.buffers[this.current], this.filled, offset);
-      this.filled += copied;
-      offset += copied;
-    }
-    if (this.filled === WRITE_BATCH && !this.writing) this.startWrite();
-    return undefined;
-  }
-
-  /** Resolves once the buffer being written is free again. */
-  async writable(): Promise<void> {
-    await this.writing;
-    if (this.failure) throw this.failure;
-  }
-
-  async drain(): Promise<void> {
-    while (this.writing || this.filled > 0) {
-      await this.writable();
-      if (!this.writing && this.filled > 0) this.startWrite();
-    }
-    await this.writable();
-  }
-
-  private startWrite(): void {
-    const { piece, onBytes } = this;
-    const length = this.filled;
-    this.inFlight = length;
-    this.writing = this.file
-      .write(this.buffers[this.current], 0, length, piece.start + piece.received)
-      .then(
-        () => {
-          piece.received += length;
-          onBytes(length);
-        },
-        (error: Error) => {
-          this.failure = new ActionError(
-            `Writing the download to disk failed: ${error.message}. Check the free space and permissions of the destination.`,
-          );
-        },
-      )
-      .finally(() => {
-        this.writing = undefined;
-        this.inFlight = 0;
-      });
-    this.current ^= 1;
-    this.filled = 0;
-  }
-}
-
-// The hash runs in a worker thread so that it uses a second core instead of slowing the
-// receiving loop. Plain CommonJS source: a worker evaluated from a string needs no bundling.
-const HASH_WORKER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const fs = require('node:fs');
-const { createHash } = require('node:crypto');
-const fd = fs.openSync(workerData.file, 'r');
-const hash = createHash('sha256');
-const buffer = Buffer.allocUnsafe(4 * 1024 * 1024);
-parentPort.on('message', (message) => {
-  if (message.end !== undefined) {
-    for (let pos = message.start; pos <= message.end; ) {
-      const read = fs.readSync(fd, buffer, 0, Math.min(buffer.length, message.end + 1 - pos), pos);
-      if (read === 0) throw new Error('short read at ' + pos);
-      hash.update(buffer.subarray(0, read));
-      pos += read;
-    }
-  } else {
-    fs.closeSync(fd);
-    parentPort.postMessage(hash.digest('hex'));
-  }
-});
-`;
-
-/**
- * Hashes the file in order, as far as it is written, while the rest is still downloading. Freshly
- * written data is still in the page cache, so this costs CPU on another core but hardly any disk
- * reads, and the hash is ready moments after the last byte.
- */
-class InOrderHasher {
-  private readonly worker: Worker;
-  private next = 0;
-  private hashedTo = 0;
-  private readonly failed: Promise<never>;
-
-  constructor(
-    file: string,
-    private readonly pieces: Piece[],
-  ) {
-    // The worker only hashes: a small heap keeps its share of the action's memory small.
-    this.worker = new Worker(HASH_WORKER, {
-      eval: true,
-      workerData: { file },
-      resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 2 },
-    });
-    this.failed = new Promise<never>((_, reject) => {
-      this.worker.once('error', (error) => reject(new ActionError(`Computing the sha256 failed: ${error.message}`)));
-    });
-    this.failed.catch(() => undefined);
-  }
-
-  /** Hands the worker whatever lies written, in order, past what it already has. */
-  advance(): void {
-    while (this.next < this.pieces.length) {
-      const piece = this.pieces[this.next];
-      const written = piece.start + piece.received;
-      if (written > this.hashedTo) {
-        this.worker.postMessage({ start: this.hashedTo, end: written - 1 });
-        this.hashedTo = written;
-      }
-      if (written <= piece.end) return;
-      this.next++;
-    }
-  }
-
-  async digest(): Promise<string> {
-    if (this.next !== this.pieces.length) throw new Error('hash incomplete');
-    const digest = new Promise<string>((resolve) => this.worker.once('message', resolve));
-    this.worker.postMessage({});
-    return Promise.race([digest, this.failed]);
-  }
-
-  async stop(): Promise<void> {
-    await this.worker.terminate();
-  }
+async function diskFailure(error: unknown, dir: string, what: string): Promise<Error> {
+  if (isDiskError(error)) return explainDiskError(error, 'path', dir, what);
+  return new ActionError(
+    `Writing the download to disk failed (${what} in ${dir}): ${(error as Error).message}. Check the free space and permissions of the destination.`,
+    { cause: error },
+  );
 }

@@ -1,4 +1,5 @@
 import * as log from '../log.js';
+import { testHook } from './test-hooks.js';
 
 /** Statuses worth another try: throttling, timeouts and the transient server errors. */
 export function isRetryableStatus(status: number): boolean {
@@ -33,10 +34,11 @@ export const MAX_SERVER_WAIT_MS = 60_000;
  */
 export function nextWaitMs(asked: number | undefined, backoff: () => number): { waitMs: number; note: string } {
   if (asked === undefined) return { waitMs: backoff(), note: '' };
-  if (asked <= MAX_SERVER_WAIT_MS) return { waitMs: asked, note: ' (as the server asked)' };
+  const cap = testHook('MAX_SERVER_WAIT_MS', MAX_SERVER_WAIT_MS);
+  if (asked <= cap) return { waitMs: asked, note: ' (as the server asked)' };
   return {
-    waitMs: MAX_SERVER_WAIT_MS,
-    note: ` (the server asked for ${(asked / 1000).toFixed(0)} s; ${MAX_SERVER_WAIT_MS / 1000} s is the most this action waits)`,
+    waitMs: cap,
+    note: ` (the server asked for ${(asked / 1000).toFixed(0)} s; ${cap / 1000} s is the most this action waits)`,
   };
 }
 
