@@ -8,6 +8,10 @@
  * A read never lands in memory the sink still holds: after a read callback says stop, Node's TLS
  * layer still hands over the plaintext it has already decrypted, into the buffer set up for the
  * next read, so that buffer is always a free one.
+ *
+ * TLS inside a proxy's CONNECT tunnel is the one exception to "no copy": Node honours `onread`
+ * only for a TLS socket it opens itself, so there the decrypted chunks are copied into the same
+ * buffers as they come.
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -154,6 +158,9 @@ export class HttpConnection {
   private waiter?: { resolve: (head?: ResponseHead) => void; reject: (e: Error) => void };
   private stall?: NodeJS.Timeout;
   private deadline?: NodeJS.Timeout;
+  /** In copy mode (TLS in a tunnel): what is left of a chunk that came while reading had to stop. */
+  private leftover?: Buffer;
+  private copyMode = false;
 
   private constructor(readonly route: Route) {
     this.key = routeKey(route);
@@ -315,7 +322,8 @@ export class HttpConnection {
         const tunnel = await openTunnel(proxy, origin, (s) => {
           opening = s;
         });
-        opening = tls.connect(withOnread({ socket: tunnel, ...tlsOptions(origin), ca: options.ca }, onread));
+        opening = tls.connect({ socket: tunnel, ...tlsOptions(origin), ca: options.ca });
+        this.copyMode = true;
         await connected(opening, true, `${origin.hostname}:${portOf(origin)}`, false, origin.hostname);
       }
     } finally {
@@ -324,8 +332,12 @@ export class HttpConnection {
     }
     this.socket = opening;
     this.socket.setNoDelay(true);
-    // With `onread` honoured no 'data' event ever comes; one would mean this Node.js reads TLS differently.
-    this.socket.on('data', () => this.destroy(new Error('this Node.js version does not read sockets into a given buffer (onread)')));
+    if (this.copyMode) {
+      this.socket.on('data', (chunk: Buffer) => this.onChunk(chunk));
+    } else {
+      // With `onread` honoured no 'data' event ever comes; one would mean this Node.js reads sockets differently.
+      this.socket.on('data', () => this.destroy(new Error('this Node.js version does not read sockets into a given buffer (onread)')));
+    }
     this.socket.on('error', (error) => {
       this.failure ??= error;
     });
@@ -344,6 +356,26 @@ export class HttpConnection {
   /** Where the next read lands: right after the bytes already in the current buffer. */
   private nextView(): Buffer {
     return this.buffers[this.current].subarray(this.fill);
+  }
+
+  /** Copy mode: a chunk goes into the buffers as reads would have put it there. */
+  private onChunk(chunk: Buffer): void {
+    for (let offset = 0; offset < chunk.length; ) {
+      if (this.paused) {
+        this.leftover = this.leftover ? Buffer.concat([this.leftover, chunk.subarray(offset)]) : chunk.subarray(offset);
+        this.socket.pause();
+        return;
+      }
+      const view = this.nextView();
+      const n = Math.min(view.length, chunk.length - offset);
+      chunk.copy(view, 0, offset, offset + n);
+      offset += n;
+      if (!this.onRead(n)) {
+        this.paused = true;
+        this.socket.pause();
+      }
+      if (this.phase === 'closed') return;
+    }
   }
 
   /** One read of `n` bytes at `fill` of the current buffer. Returns false to stop reading for now. */
@@ -508,7 +540,10 @@ export class HttpConnection {
   private resumeIfAble(): void {
     if (!this.paused || this.phase === 'closed' || !this.canRead()) return;
     this.paused = false;
-    this.socket.resume();
+    const leftover = this.leftover;
+    this.leftover = undefined;
+    if (leftover) this.onChunk(leftover);
+    if (!this.paused) this.socket.resume();
   }
 
   /** Hands the held region and the current buffer's new bytes to the sink (without moving where reads land). */

@@ -29,8 +29,11 @@ const CERTIFICATE_PROBLEMS: Record<string, string> = {
 };
 const NOT_RESOLVED = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_NODATA', 'EAI_FAIL']);
 
-/** Describes an error from connecting, a broken connection or a response that breaks HTTP. */
-export function describeNetworkError(error: unknown): NetworkFailure {
+/**
+ * Describes an error from connecting, a broken connection or a response that breaks HTTP. A bare
+ * system or TLS error (another library's) is described the same way; `host` then names the server.
+ */
+export function describeNetworkError(error: unknown, host?: string): NetworkFailure {
   if (error instanceof ProxyRefusedError) {
     const proxy = displayUrl(error.proxy.href).replace(/\/$/, '');
     const hint =
@@ -41,6 +44,10 @@ export function describeNetworkError(error: unknown): NetworkFailure {
       message: `the proxy ${proxy} refused to open a tunnel to ${error.target}: HTTP ${error.status}${error.reason ? ` ${error.reason}` : ''}.${hint}`,
       retryable: error.status >= 500 || error.status === 408 || error.status === 429,
     };
+  }
+  const bare = error as NodeJS.ErrnoException | undefined;
+  if (!(error instanceof ConnectError) && bare?.code && isConnectCode(bare.code)) {
+    return describeNetworkError(new ConnectError(error as Error, host ?? '?', false, host));
   }
   if (error instanceof ConnectError) {
     const cause = error.cause as NodeJS.ErrnoException & { hostname?: string; address?: string; port?: number };
@@ -71,9 +78,13 @@ export function describeNetworkError(error: unknown): NetworkFailure {
   if (error instanceof StallError) return { message: `no data for ${error.ms / 1000} s`, retryable: true };
   if (error instanceof DeadlineError) return { message: `no complete answer within ${error.ms / 1000} s`, retryable: true };
   if (error instanceof ProtocolError) return { message: `the response broke HTTP/1.1: ${error.message}`, retryable: true };
-  const e = error as NodeJS.ErrnoException;
   return {
-    message: `the connection broke: ${e?.message ?? String(error)}${e?.code && !e.message?.includes(e.code) ? ` (${e.code})` : ''}`,
+    message: `the connection broke: ${bare?.message ?? String(error)}${bare?.code && !bare.message?.includes(bare.code) ? ` (${bare.code})` : ''}`,
     retryable: true,
   };
+}
+
+/** Codes that come from reaching a server (its name, its address, its certificate), not from a connection that broke. */
+function isConnectCode(code: string): boolean {
+  return NOT_RESOLVED.has(code) || code === 'ECONNREFUSED' || UNTRUSTED.has(code) || code in CERTIFICATE_PROBLEMS;
 }

@@ -17,7 +17,6 @@ import { ActionError } from '../errors.js';
 import { displayUrl } from '../format.js';
 import * as log from '../log.js';
 import { explainHttpStatus, type RequestContext } from '../together/api.js';
-import { ConnectError } from './connection.js';
 import { trackTempFile } from './destination.js';
 import { explainDiskError, isDiskError } from './disk-errors.js';
 import { type Follower, readGrowing, WrittenPrefix, withFollower } from './follow.js';
@@ -139,16 +138,21 @@ function interceptWrites(file: string): { stop: (reason: Error) => void; stopped
     rejectStopped = reject;
   });
   stopped.catch(() => undefined);
-  const convert = (error: NodeJS.ErrnoException | null): Error | null =>
-    error && isDiskError(error) ? new StopToolCache(error) : (error as Error | null);
+  const convert = (error: NodeJS.ErrnoException | null): NodeJS.ErrnoException | null =>
+    error && isDiskError(error) ? new StopToolCache(error) : error;
+  // Every callback argument is passed on: a WriteStream reads the buffer back from the third on a short write.
+  type Callback = (e: NodeJS.ErrnoException | null, ...rest: unknown[]) => void;
+  const pass =
+    (cb: Callback) =>
+    (e: NodeJS.ErrnoException | null, ...rest: unknown[]) =>
+      cb(convert(e), ...rest);
   const streamFs = {
-    open: (p: fs.PathLike, flags: fs.OpenMode, mode: fs.Mode, cb: (e: Error | null, fd?: number) => void) =>
-      fsCallbacks.open(p, flags, mode, (e, fd) => cb(convert(e), fd)),
-    write: (fd: number, buf: Buffer, offset: number, length: number, position: number | null, cb: (e: Error | null, n?: number) => void) =>
-      fsCallbacks.write(fd, buf, offset, length, position, (e, n) => cb(convert(e), n)),
-    writev: (fd: number, buffers: NodeJS.ArrayBufferView[], position: number | null, cb: (e: Error | null, n?: number) => void) =>
-      fsCallbacks.writev(fd, buffers, position, (e, n) => cb(convert(e), n)),
-    close: (fd: number, cb: (e: Error | null) => void) => fsCallbacks.close(fd, (e) => cb(convert(e))),
+    open: (p: fs.PathLike, flags: fs.OpenMode, mode: fs.Mode, cb: Callback) => fsCallbacks.open(p, flags, mode, pass(cb)),
+    write: (fd: number, buf: Buffer, offset: number, length: number, position: number | null, cb: Callback) =>
+      fsCallbacks.write(fd, buf, offset, length, position, pass(cb)),
+    writev: (fd: number, buffers: NodeJS.ArrayBufferView[], position: number | null, cb: Callback) =>
+      fsCallbacks.writev(fd, buffers, position, pass(cb)),
+    close: (fd: number, cb: Callback) => fsCallbacks.close(fd, pass(cb)),
   };
   fsCallbacks.createWriteStream = function createWriteStream(this: unknown, p: fs.PathLike, options?: unknown) {
     if (p !== file) return original.call(this, p, options as Parameters<typeof original>[1]);
@@ -206,14 +210,7 @@ async function explainDownloadError(error: unknown, probe: ProbeResult, context:
     const attempts = status >= 500 || status === 408 || status === 429 ? TOOL_CACHE_ATTEMPTS : 1;
     return probe.sendAuth ? explainHttpStatus(status, undefined, context, attempts) : explainStorageStatus(status, probe.url, context);
   }
-  const url = new URL(probe.url);
-  const code = (error as NodeJS.ErrnoException)?.code;
-  const message =
-    code !== undefined && error instanceof Error
-      ? describeNetworkError(
-          new ConnectError(error, `${url.hostname}:${url.port || (url.protocol === 'https:' ? 443 : 80)}`, false, url.hostname),
-        ).message
-      : stripQueries(error instanceof Error ? error.message : String(error));
+  const message = describeNetworkError(error, new URL(probe.url).hostname).message;
   return new ActionError(
     `The download from ${displayUrl(probe.url)} failed after ${TOOL_CACHE_ATTEMPTS} attempts: ${stripQueries(message)}. The connection broke or the server stopped sending; run the job again.`,
     { cause: error },

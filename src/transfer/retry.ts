@@ -49,8 +49,13 @@ export interface BackoffOptions {
 
 export const DEFAULT_BACKOFF: BackoffOptions = { baseMs: 500, capMs: 30_000 };
 
+/** The backoff every retry loop starts from (tests shorten its base). */
+export function defaultBackoff(): BackoffOptions {
+  return { ...DEFAULT_BACKOFF, baseMs: testHook('BACKOFF_BASE_MS', DEFAULT_BACKOFF.baseMs) };
+}
+
 /** Full-jitter exponential backoff: a random wait up to base * 2^attempt, never above the cap. */
-export function backoffMs(attempt: number, { baseMs, capMs }: BackoffOptions = DEFAULT_BACKOFF, random = Math.random): number {
+export function backoffMs(attempt: number, { baseMs, capMs }: BackoffOptions = defaultBackoff(), random = Math.random): number {
   return Math.round(random() * Math.min(capMs, baseMs * 2 ** attempt));
 }
 
@@ -85,7 +90,7 @@ export class RetriesExhaustedError extends Error {
 export async function withRetries<T>(
   what: string,
   attempt: (n: number) => Promise<T>,
-  { attempts = 5, backoff = DEFAULT_BACKOFF }: { attempts?: number; backoff?: BackoffOptions } = {},
+  { attempts = 5, backoff = defaultBackoff() }: { attempts?: number; backoff?: BackoffOptions } = {},
 ): Promise<T> {
   for (let n = 0; ; n++) {
     try {

@@ -21,12 +21,19 @@ function resolve(host: string): string {
   return bare.endsWith('.test') ? '127.0.0.1' : bare;
 }
 
-export async function startProxy(): Promise<ForwardProxy> {
+/** `requireAuth: 'user:password'` makes the proxy answer 407 to anything without those credentials. */
+export async function startProxy(options: { requireAuth?: string } = {}): Promise<ForwardProxy> {
   const carried: string[] = [];
   const upstreamPorts = new Set<number>();
   const sockets = new Set<net.Socket>();
+  const expected = options.requireAuth === undefined ? undefined : `Basic ${Buffer.from(options.requireAuth).toString('base64')}`;
+  const refused = (req: http.IncomingMessage) => expected !== undefined && req.headers['proxy-authorization'] !== expected;
   const server = http.createServer((req, res) => {
     carried.push(`${req.method} ${req.url}`);
+    if (refused(req)) {
+      res.writeHead(407, { 'proxy-authenticate': 'Basic realm="test"', 'content-length': '0' }).end();
+      return;
+    }
     let target: URL;
     try {
       target = new URL(req.url ?? '');
@@ -34,25 +41,34 @@ export async function startProxy(): Promise<ForwardProxy> {
       res.writeHead(400).end('absolute-form URL required');
       return;
     }
+    const { 'proxy-authorization': _credentials, ...headers } = req.headers;
     const upstream = http.request(
       {
         host: resolve(target.hostname),
         port: target.port,
         path: target.pathname + target.search,
         method: req.method,
-        headers: req.headers,
+        headers,
       },
       (answer) => {
         res.writeHead(answer.statusCode ?? 502, answer.headers);
         answer.pipe(res);
       },
     );
-    upstream.on('socket', (s) => s.on('connect', () => upstreamPorts.add(s.localPort as number)));
+    // A kept-alive socket from an earlier request is connected already.
+    upstream.on('socket', (s) => {
+      if (s.localPort !== undefined && !s.connecting) upstreamPorts.add(s.localPort);
+      else s.on('connect', () => upstreamPorts.add(s.localPort as number));
+    });
     upstream.on('error', () => res.destroy());
     req.pipe(upstream);
   });
   server.on('connect', (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
     carried.push(`CONNECT ${req.url}`);
+    if (refused(req)) {
+      client.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
     const match = /^\[?([^\]]+?)\]?:(\d+)$/.exec(req.url ?? '');
     if (!match) {
       client.end('HTTP/1.1 400 Bad Request\r\n\r\n');

@@ -45,7 +45,10 @@ describe('renameWithRetry', () => {
     });
     const waited = fake.waits.reduce((a, b) => a + b, 0);
     assert.equal(waited, RENAME_PATIENCE_MS);
-    assert.ok(fake.waits.every((w) => w <= 2_000), 'no single wait above 2 s');
+    assert.ok(
+      fake.waits.every((w) => w <= 2_000),
+      'no single wait above 2 s',
+    );
   });
 
   test('elsewhere, EPERM and EACCES are real errors: no retry', async () => {
