@@ -8,7 +8,7 @@
  * fake API's own download route (`dropOnceAt`).
  *
  *   npm run bench -- [--size 2GiB] [--reps 5] [--profiles http,https,capped,drop50,drop90]
- *                    [--tools action,action-no-check,curl,curl-openssl,sdk,curl-resume]
+ *                    [--tools action,action-no-check,action-w1,action-w2,curl,curl-openssl,sdk,curl-resume]
  *                    [--connections 6] [--rate 50MiB] [--cpu-prof] [--out bench-results/bench.json]
  *
  * Every run: wall time, MiB/s, client CPU seconds per GiB (user + system of the whole process
@@ -381,7 +381,9 @@ async function main(): Promise<void> {
   /** Runs one client, measuring its tree and the server. */
   const measure = async (
     profile: Profile,
-    start: (onSpawn: (child: ChildProcess) => void) => Promise<{ ok: boolean; file?: string; note?: string; extra?: Partial<Sample> }>,
+    start: (
+      onSpawn: (child: ChildProcess) => void,
+    ) => Promise<{ ok: boolean; file?: string; note?: string; extra?: Partial<Sample>; cleanup?: () => void }>,
   ): Promise<Sample> => {
     api.setFaults(profile.faults());
     nginx.sentSinceLast();
@@ -410,6 +412,7 @@ async function main(): Promise<void> {
       if (!ok) note = 'the file differs from the archive';
     }
     if (result.file) fs.rmSync(result.file, { force: true });
+    result.cleanup?.();
     fs.rmSync(output, { force: true });
     return {
       ok,
@@ -440,47 +443,52 @@ async function main(): Promise<void> {
       });
   const curl = 'curl -sS --fail -L --cacert "$4" -o "$1" -H "Authorization: Bearer $2" "$3"';
 
-  const action = (extraInputs: Record<string, string>) => (profile: Profile) =>
-    measure(profile, async (onSpawn) => {
-      const run = await runAction({
-        inputs: {
-          'job-id': JOB,
-          'api-key': KEY,
-          'base-url': api.url,
-          path: 'model.tar.zst',
-          connections: args.connections,
-          ...extraInputs,
-        },
-        env: { NODE_EXTRA_CA_CERTS: certs.caFile },
-        nodeArgs: args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [],
-        onSpawn,
-        timeoutMs: 60 * 60_000,
+  const counts = args.connections.split(',');
+  const RECEIVE_WORKERS = path.join(ROOT, 'test', 'support', 'receive-workers.mjs');
+  const action =
+    (extraInputs: Record<string, string>, receiveWorkers = 0) =>
+    (profile: Profile) =>
+      measure(profile, async (onSpawn) => {
+        const run = await runAction({
+          inputs: { 'job-id': JOB, 'api-key': KEY, 'base-url': api.url, path: 'model.tar.zst', connections: counts[0], ...extraInputs },
+          env: { NODE_EXTRA_CA_CERTS: certs.caFile, RECEIVE_WORKERS: String(receiveWorkers) },
+          nodeArgs: [
+            ...(receiveWorkers > 0 ? ['--import', RECEIVE_WORKERS] : []),
+            ...(args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
+          ],
+          onSpawn,
+          timeoutMs: 60 * 60_000,
+        });
+        const tail = /it finished ([\d.]+) s after the last byte \((\d+) % of the bytes read back/.exec(run.stdout);
+        const ok = run.code === 0 && run.outputs.sha256 === archiveSha;
+        const note = ok
+          ? undefined
+          : (
+              run.stdout.split('\n').find((l) => l.startsWith('::error')) ??
+              `exit ${run.code}: ${run.stdout
+                .split('\n')
+                .filter((l) => !l.startsWith('::debug'))
+                .slice(-6)
+                .join(' | ')} ${run.stderr}`
+            ).slice(0, 600);
+        // The byte-for-byte check comes after the measurement, as for every tool.
+        return {
+          ok,
+          note,
+          file: path.join(run.workspace, 'model.tar.zst'),
+          cleanup: () => removeScratch(run),
+          extra: { hashTailMs: tail ? Number(tail[1]) * 1000 : undefined, readBackPercent: tail ? Number(tail[2]) : undefined },
+        };
       });
-      const tail = /it finished ([\d.]+) s after the last byte \((\d+) % of the bytes read back/.exec(run.stdout);
-      const ok = run.code === 0 && run.outputs.sha256 === archiveSha;
-      const file = path.join(run.workspace, 'model.tar.zst');
-      const note = ok
-        ? undefined
-        : (
-            run.stdout.split('\n').find((l) => l.startsWith('::error')) ??
-            `exit ${run.code}: ${run.stdout
-              .split('\n')
-              .filter((l) => !l.startsWith('::debug'))
-              .slice(-6)
-              .join(' | ')} ${run.stderr}`
-          ).slice(0, 600);
-      const same = ok && (await identical(file, archive));
-      removeScratch(run);
-      return {
-        ok: same,
-        note: same ? note : (note ?? 'the file differs from the archive'),
-        extra: { hashTailMs: tail ? Number(tail[1]) * 1000 : undefined, readBackPercent: tail ? Number(tail[2]) : undefined },
-      };
-    });
 
   const TOOLS: Record<string, { name: string; run: (profile: Profile) => Promise<Sample>; profiles?: string[] }> = {
-    action: { name: `action (${args.connections} conn.)`, run: action({}) },
-    'action-no-check': { name: 'action (no content check)', run: action({ 'verify-contents': 'false' }) },
+    ...Object.fromEntries(
+      counts.map((n, i) => [i === 0 ? 'action' : `action-${n}`, { name: `action (${n} conn.)`, run: action({ connections: n }) }]),
+    ),
+    'action-no-check': { name: 'action (no content check)', run: action({ 'verify-contents': 'false', connections: counts[0] }) },
+    // The receive on worker threads, the main thread only hashing: one or two workers.
+    'action-w1': { name: 'action, 1 receive worker', run: action({ connections: counts[0] }, 1) },
+    'action-w2': { name: 'action, 2 receive workers', run: action({ connections: counts[0] }, 2) },
     curl: { name: 'curl -o', run: (profile) => measure(profile, shell(curl)) },
     'curl-openssl': {
       name: 'curl -o + openssl dgst',
@@ -522,7 +530,11 @@ async function main(): Promise<void> {
         ),
     },
   };
-  const tools = args.tools.split(',').map((t) => {
+  // `--connections 1,2,6` runs the action once per count.
+  const wantedTools = args.tools
+    .split(',')
+    .flatMap((t) => (t === 'action' ? counts.map((n, i) => (i === 0 ? 'action' : `action-${n}`)) : [t]));
+  const tools = wantedTools.map((t) => {
     if (!TOOLS[t]) throw new Error(`unknown tool ${t}; use ${Object.keys(TOOLS).join(', ')}`);
     return TOOLS[t];
   });

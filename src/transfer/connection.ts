@@ -28,12 +28,12 @@ import {
 
 /** Each connection's read buffers: one being read into, the others free or being written. */
 export const READ_BUFFERS = 3;
-export const READ_BUFFER_BYTES = 1024 * 1024;
+export const READ_BUFFER_BYTES = 256 * 1024;
 /**
  * A buffer with less room than this is handed on and the next one is read into. It is more than a
  * TLS socket can hand over after a stop (one read of ciphertext, 64 KiB, and a record).
  */
-const MIN_READ_ROOM = 256 * 1024;
+const MIN_READ_ROOM = 128 * 1024;
 /** Bytes held in a buffer longer than this are handed on at the next read, so a slow body still reaches the disk. */
 const HOLD_MS = 250;
 

@@ -20,6 +20,8 @@ export interface DownloadSettings {
   apiOrigin: string;
   connections: number;
   stallTimeoutMs: number;
+  /** Receive worker threads of a ranged download; by default one where there is a second core. */
+  receiveWorkers?: number;
 }
 
 /**

@@ -7,7 +7,6 @@
  */
 import { getProxyUrl } from '@actions/http-client/lib/proxy';
 import { displayUrl } from '../format.js';
-import * as log from '../log.js';
 import { type BodySink, DeadlineError, HttpConnection, type Route, routeKey, StallError } from './connection.js';
 import { headerValue, type ResponseHead } from './http-head.js';
 import { firstHop, type Hop, nextHop, REDIRECT_STATUSES } from './redirects.js';
@@ -29,12 +28,12 @@ export interface GetOptions {
   /** The whole chain of requests, and what is then read with `readSmall`, must end within this (ms from now). */
   deadlineMs?: number;
   /** Where "Redirected to ..." lines go. */
-  print?: (line: string) => void;
+  print: (line: string) => void;
   /**
-   * Register the query of every URL redirected to as a secret (masked by the runner, redacted by
-   * our log): for a URL that code other than ours may print.
+   * Given, it registers the query of every URL redirected to as a secret (masked by the runner,
+   * redacted by our log): for a URL that code other than ours may print.
    */
-  maskQueries?: boolean;
+  maskQuery?: (query: string) => void;
   signal?: AbortSignal;
 }
 
@@ -168,8 +167,8 @@ export class DownloadClient {
       if (!REDIRECT_STATUSES.has(answer.status) || location === undefined) return answer;
       await answer.readSmall(REDIRECT_BODY_LIMIT).catch(() => undefined);
       const next = nextHop(hop, location, this.auth.apiOrigin);
-      if (options.maskQueries && next.url.search.length > 1) log.registerSecret(next.url.search.slice(1));
-      (options.print ?? log.info)(`Redirected (HTTP ${answer.status}) to ${displayUrl(next.url.href)}`);
+      if (options.maskQuery && next.url.search.length > 1) options.maskQuery(next.url.search.slice(1));
+      options.print(`Redirected (HTTP ${answer.status}) to ${displayUrl(next.url.href)}`);
       hop = next;
     }
   }

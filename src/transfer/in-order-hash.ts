@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 
-const READ_BACK_BYTES = 4 * 1024 * 1024;
+const READ_BACK_BYTES = 1024 * 1024;
 
 export class InOrderHasher {
   /** Bytes hashed so far: the frontier. */

@@ -1,6 +1,7 @@
 import { type ArchiveFormat, describeBytes, sniffFormat } from '../archive/format.js';
 import { ActionError } from '../errors.js';
 import { displayUrl } from '../format.js';
+import * as log from '../log.js';
 import { explainHttpStatus, type RequestContext, serverMessage } from '../together/api.js';
 import { contentEncoding, DeadlineError } from './connection.js';
 import { type Answer, DownloadClient } from './http-client.js';
@@ -65,7 +66,8 @@ export async function probeArchive(url: string, apiKey: string, context: Request
             headers: { Range: 'bytes=0-1', Accept: 'application/octet-stream' },
             stallMs: deadlineMs,
             deadlineMs,
-            maskQueries: true,
+            print: log.info,
+            maskQuery: log.registerSecret,
           });
         } catch (error) {
           throw asProbeFailure(error, deadlineMs);

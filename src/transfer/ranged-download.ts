@@ -1,22 +1,24 @@
+import { setMaxListeners } from 'node:events';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ActionError } from '../errors.js';
 import { displayUrl, formatBytes } from '../format.js';
 import * as log from '../log.js';
 import { explainHttpStatus, type RequestContext } from '../together/api.js';
-import { type BodySink, contentEncoding, StallError } from './connection.js';
 import { explainDiskError, isDiskError } from './disk-errors.js';
 import { type Follower, readGrowing, WrittenPrefix, withFollower } from './follow.js';
-import { type Answer, DownloadClient } from './http-client.js';
-import { parseContentRange } from './http-head.js';
+import { DownloadClient } from './http-client.js';
 import { InOrderHasher } from './in-order-hash.js';
-import { describeNetworkError } from './net-errors.js';
-import { type Piece, PieceQueue, pieceLength, planPieces } from './pieces.js';
+import { type Piece, PieceQueue, planPieces } from './pieces.js';
 import type { ProbeResult } from './probe.js';
 import { explainStorageStatus } from './probe.js';
 import { ProgressReporter } from './progress.js';
-import { backoffMs, isRetryableStatus, nextWaitMs, RetryableError, retryAfterMs } from './retry.js';
+import { DiskFault, DiskQueue, fetchRange, RangeStatusError, type RangeTarget } from './range-fetch.js';
+import { ReceiveThread } from './receive-worker.js';
+import { backoffMs, nextWaitMs, RetryableError } from './retry.js';
+import { testHook } from './test-hooks.js';
 
 export const DEFAULT_CONNECTIONS = 6;
 export const DEFAULT_STALL_TIMEOUT_SECONDS = 60;
@@ -28,6 +30,11 @@ export interface RangedOptions {
   stallTimeoutMs: number;
   /** The API's origin (`scheme://host:port`): only requests to it carry the API key. */
   apiOrigin: string;
+  /**
+   * Worker threads that receive (0: the main thread receives, and hashes what arrives in order
+   * as it comes). With workers the main thread only hashes, reading everything back.
+   */
+  receiveWorkers?: number;
 }
 
 export interface RangedResult {
@@ -67,10 +74,20 @@ export async function downloadRanged(
   });
   const queue = new PieceQueue(total, options.connections);
   const hasher = new InOrderHasher(file.fd, total, () => queue.writtenPrefix());
+  const disk = new DiskQueue(file.fd);
   const prefix = new WrittenPrefix();
   const progress = new ProgressReporter(total);
   const client = new DownloadClient({ apiKey, apiOrigin: options.apiOrigin });
+  const target: RangeTarget = { requestUrl: probe.requestUrl, total, stallTimeoutMs: options.stallTimeoutMs };
+  const workerCount = Math.min(connections, options.receiveWorkers ?? testHook('RECEIVE_WORKERS', defaultReceiveWorkers()));
+  const threads = Array.from(
+    { length: workerCount },
+    () => new ReceiveThread({ fd: file.fd, apiKey, apiOrigin: options.apiOrigin, target }, log.debug),
+  );
+  if (workerCount > 0) log.debug(`Receiving on ${workerCount} worker thread${workerCount === 1 ? '' : 's'}`);
   const abort = new AbortController();
+  // Each connection listens for the abort while it waits for an answer or a retry.
+  setMaxListeners(4 * connections + 16, abort.signal);
   /** Workers waiting for the window to move on. */
   const waiting = new Set<() => void>();
   const wakeAll = () => {
@@ -79,6 +96,7 @@ export async function downloadRanged(
   };
   const onAbort = () => {
     client.close();
+    for (const thread of threads) thread.abort();
     wakeAll();
   };
   abort.signal.addEventListener('abort', onAbort);
@@ -107,18 +125,31 @@ export async function downloadRanged(
     }
   };
 
-  const worker = async () => {
-    for (let piece = await nextPiece(); piece; piece = await nextPiece()) await fetchPiece(piece);
+  /** One attempt at a piece, on this thread or on connection `slot`'s receive worker. */
+  const attempt = (piece: Piece, slot: number): Promise<void> => {
+    if (threads.length > 0) return threads[slot % threads.length].fetch(piece, written);
+    const sink = { disk, offer: hasher.offer.bind(hasher), written, onDiskFault };
+    return fetchRange(client, target, piece, sink, abort.signal, log.debug);
   };
 
-  const fetchPiece = async (piece: Piece) => {
+  const worker = async (slot: number) => {
+    for (let piece = await nextPiece(); piece; piece = await nextPiece()) await fetchPiece(piece, slot);
+  };
+
+  const fetchPiece = async (piece: Piece, slot: number) => {
     for (let failures = 0; ; ) {
       const before = piece.received;
       try {
-        await fetchRange(client, probe, options, piece, { fd: file.fd, hasher, written, onDiskFault }, abort.signal, context);
+        await attempt(piece, slot);
         return;
       } catch (error) {
         if (diskFault) throw await diskFailure(diskFault, dir, 'writing the download');
+        if (error instanceof DiskFault) throw await diskFailure(error.cause, dir, 'writing the download');
+        if (error instanceof RangeStatusError) {
+          throw error.sendAuth
+            ? explainHttpStatus(error.status, undefined, context, 1)
+            : explainStorageStatus(error.status, error.url, context);
+        }
         if (!(error instanceof RetryableError) || abort.signal.aborted) throw error;
         // Progress since the last failure means the connection works: start counting afresh.
         failures = piece.received > before ? 1 : failures + 1;
@@ -145,8 +176,8 @@ export async function downloadRanged(
     // The first failure is the cause; the others are workers it aborted.
     let failure: { error: unknown } | undefined;
     await Promise.all(
-      Array.from({ length: connections }, () =>
-        worker().catch((error: unknown) => {
+      Array.from({ length: connections }, (_, slot) =>
+        worker(slot).catch((error: unknown) => {
           failure ??= { error };
           abort.abort(error);
         }),
@@ -175,190 +206,20 @@ export async function downloadRanged(
     abort.abort();
     abort.signal.removeEventListener('abort', onAbort);
     client.close();
+    // The workers write through this descriptor: they end before it closes.
+    await Promise.all(threads.map((thread) => thread.close()));
     await hasher.stop();
     await file.close();
   }
 }
 
-/** What a piece's bytes go through: the file, the hash, the count of bytes on disk. */
-interface PieceSinkContext {
-  fd: number;
-  hasher: InOrderHasher;
-  written: (bytes: number) => void;
-  onDiskFault: (error: Error) => void;
-}
-
-/** Fetches what is missing of one piece. Throws RetryableError to retry. */
-async function fetchRange(
-  client: DownloadClient,
-  probe: ProbeResult & { total: number },
-  options: RangedOptions,
-  piece: Piece,
-  sinkContext: PieceSinkContext,
-  signal: AbortSignal,
-  context: RequestContext,
-): Promise<void> {
-  const from = piece.start + piece.received;
-  let answer: Answer;
-  try {
-    // Every range starts at the API, so a signed storage URL it redirects to is always fresh.
-    // A response head must come within the stall timeout, however slowly it trickles.
-    answer = await client.get(probe.requestUrl, {
-      headers: { Range: `bytes=${from}-${piece.end}`, Accept: 'application/octet-stream' },
-      stallMs: options.stallTimeoutMs,
-      deadlineMs: options.stallTimeoutMs,
-      print: log.debug,
-      signal,
-    });
-  } catch (error) {
-    throw asRangeFailure(error, options);
-  }
-  const status = answer.status;
-  if (status !== 206) {
-    if (isRetryableStatus(status)) {
-      await answer.readSmall(64 * 1024).catch(() => undefined);
-      throw new RetryableError(`HTTP ${status}`, retryAfterMs(Object.fromEntries(answer.head.headers)));
-    }
-    answer.abandon();
-    if (status === 200) {
-      throw new ActionError(
-        `The server stopped honouring range requests (HTTP 200 for bytes ${from}-${piece.end}). Run the job again: when the server ignores ranges from the start, the archive is downloaded as one stream.`,
-      );
-    }
-    throw answer.hop.sendAuth ? explainHttpStatus(status, undefined, context, 1) : explainStorageStatus(status, answer.url, context);
-  }
-  const header = answer.header('content-range');
-  const range = parseContentRange(header);
-  if (!range || range.first !== from || range.last !== piece.end || (range.total !== undefined && range.total !== probe.total)) {
-    answer.abandon();
-    throw new ActionError(
-      `The server answered bytes ${from}-${piece.end} with Content-Range ${JSON.stringify(header ?? '')}: the archive changed or the server misbehaves. Run the job again.`,
-    );
-  }
-  const framing = answer.connection.bodyFraming;
-  const encoding = contentEncoding(answer.head);
-  const wanted = piece.end + 1 - from;
-  if (framing.kind !== 'length' || encoding !== undefined) {
-    answer.abandon();
-    const what =
-      encoding !== undefined
-        ? `Content-Encoding ${JSON.stringify(encoding)}`
-        : framing.kind === 'chunked'
-          ? 'a chunked body'
-          : 'no Content-Length';
-    throw new ActionError(
-      `The server answered bytes ${from}-${piece.end} with ${what}, not the ${wanted} plain bytes asked for: the server misbehaves. Run the job again; if it persists, report it to Together with the job id.`,
-    );
-  }
-  if (framing.length > wanted) {
-    // The Content-Range is right, the length is too long: take the range, not what follows it.
-    // (A length too short ends the body early: the rest is resumed.)
-    log.debug(`Bytes ${from}-${piece.end} came with Content-Length ${framing.length}; reading ${wanted} bytes and dropping the connection`);
-    answer.connection.limitBody(wanted);
-  }
-
-  const writer = new PieceWriter(piece, from, sinkContext);
-  answer.connection.watch({ stallMs: options.stallTimeoutMs });
-  let broke: unknown;
-  try {
-    await answer.readInto(writer);
-  } catch (error) {
-    broke = error;
-  }
-  // What arrived before a failure is good: it is written, so a retry resumes after it.
-  await writer.drain();
-  if (writer.failure) throw writer.failure;
-  if (signal.aborted) throw new ActionError('aborted');
-  // A piece that arrived whole is done, whatever happened to the connection after its last byte.
-  if (piece.received === pieceLength(piece)) return;
-  if (broke instanceof StallError) throw new RetryableError(`no data for ${options.stallTimeoutMs / 1000} s (stall-timeout)`);
-  if (broke) throw new RetryableError(describeNetworkError(broke).message);
-  throw new RetryableError(`the body ended early, ${pieceLength(piece) - piece.received} bytes short`);
-}
-
-function asRangeFailure(error: unknown, options: RangedOptions): unknown {
-  if (error instanceof ActionError || error instanceof RetryableError) return error;
-  if (error instanceof StallError) return new RetryableError(`no data for ${options.stallTimeoutMs / 1000} s (stall-timeout)`);
-  const failure = describeNetworkError(error);
-  if (!failure.retryable) return new ActionError(`The download failed: ${failure.message}.`);
-  return new RetryableError(failure.message);
-}
-
 /**
- * A piece's bytes, written where they belong as the connection hands them over, each straight
- * from the connection's buffer. `piece.received` moves on only over bytes whose writes are done,
- * in order, so a retry resumes after the last byte on disk.
+ * One receive worker where there is a second core: the main thread then only hashes (reading
+ * everything back), and the receive runs beside it; measured faster on two cores over HTTP and
+ * HTTPS alike (docs/benchmark). On one core the threads would only take turns.
  */
-class PieceWriter implements BodySink {
-  failure?: Error;
-  private next: number;
-  /** Writes in the order they were handed out; `ok` is set once each finishes. */
-  private readonly writes: Array<{ length: number; ok?: boolean }> = [];
-  private pending = 0;
-  private drained?: () => void;
-
-  constructor(
-    private readonly piece: Piece,
-    from: number,
-    private readonly context: PieceSinkContext,
-  ) {
-    this.next = from;
-  }
-
-  data(buf: Buffer, start: number, end: number, done: () => void): void {
-    const length = Math.min(end - start, this.piece.end + 1 - this.next);
-    if (length <= 0 || this.failure) {
-      done();
-      return;
-    }
-    const offset = this.next;
-    this.next += length;
-    this.context.hasher.offer(offset, buf, start, start + length);
-    const entry: { length: number; ok?: boolean } = { length };
-    this.writes.push(entry);
-    this.pending++;
-    writeFully(this.context.fd, buf, start, length, offset, (error) => {
-      this.pending--;
-      done();
-      entry.ok = !error;
-      if (error) {
-        this.failure ??= error;
-        this.context.onDiskFault(error);
-      }
-      this.settle();
-    });
-  }
-
-  /** Resolves once every write handed out has finished. */
-  drain(): Promise<void> {
-    if (this.pending === 0) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      this.drained = resolve;
-    });
-  }
-
-  private settle(): void {
-    let bytes = 0;
-    while (this.writes.length > 0 && this.writes[0].ok === true) bytes += (this.writes.shift() as { length: number }).length;
-    if (bytes > 0) {
-      this.piece.received += bytes;
-      this.context.written(bytes);
-    }
-    if (this.pending === 0) {
-      const drained = this.drained;
-      this.drained = undefined;
-      drained?.();
-    }
-  }
-}
-
-/** `fs.write` until every byte is written (a write may be short). */
-function writeFully(fd: number, buf: Buffer, start: number, length: number, position: number, callback: (error?: Error) => void): void {
-  fs.write(fd, buf, start, length, position, (error, bytesWritten) => {
-    if (error) callback(error);
-    else if (bytesWritten < length) writeFully(fd, buf, start + bytesWritten, length - bytesWritten, position + bytesWritten, callback);
-    else callback();
-  });
+function defaultReceiveWorkers(): number {
+  return os.availableParallelism() >= 2 ? 1 : 0;
 }
 
 async function diskFailure(error: unknown, dir: string, what: string): Promise<Error> {

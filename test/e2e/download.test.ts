@@ -502,20 +502,25 @@ describe('what the server sends', () => {
 
 const notProbe = (r: { range?: string }) => r.range !== 'bytes=0-1';
 
+const MAIN_THREAD = ['--import', path.join(path.dirname(FAST_RETRY), 'receive-workers.mjs')];
+
 for (const mode of [
   { name: 'parallel ranges', faults: {}, nodeArgs: [] as string[] },
+  // The receive on the main thread (one core), which hashes what arrives in order as it comes.
+  { name: 'parallel ranges, received on the main thread', faults: {}, nodeArgs: MAIN_THREAD, env: { RECEIVE_WORKERS: '0' } },
   // The body follows the headers after a pause, so a cut never comes before tool-cache's file is
   // open: that race has tests of its own below.
   { name: 'one stream (server ignores Range)', faults: { ignoreRange: true, bodyAfterMs: 100 }, nodeArgs: ['--import', FAST_RETRY] },
 ]) {
-  const ranged = mode.name === 'parallel ranges';
+  const ranged = mode.name.startsWith('parallel ranges');
+  const options = { nodeArgs: mode.nodeArgs, env: 'env' in mode ? mode.env : undefined };
   describe(`faults during the download: ${mode.name}`, () => {
     test('a 503 on the archive request is retried', async () => {
       api.setFaults({
         ...mode.faults,
         queue: { download: [{ status: 503, headers: { 'retry-after-ms': '10' }, when: ranged ? notProbe : 'whole' }] },
       });
-      const run = await act({ 'job-id': LORA }, { nodeArgs: mode.nodeArgs });
+      const run = await act({ 'job-id': LORA }, options);
       succeeded(run);
       assert.deepEqual(
         downloads().map((r) => r.status),
@@ -526,7 +531,7 @@ for (const mode of [
 
     test(`a body cut short: ${ranged ? 'resumed where it stopped' : 'retried from the start, then a clear failure'}`, async () => {
       api.setFaults({ ...mode.faults, cutBodyAfter: 100_000 });
-      const run = await act({ 'job-id': LORA }, { nodeArgs: mode.nodeArgs });
+      const run = await act({ 'job-id': LORA }, options);
       if (ranged) {
         succeeded(run);
         assert.equal(run.outputs.sha256, sha256(merged));
@@ -546,7 +551,7 @@ for (const mode of [
 
     test(`a Content-Length larger than the body: ${ranged ? 'the range itself arrived whole' : 'a clear failure'}`, async () => {
       api.setFaults({ ...mode.faults, contentLength: (n) => n + 5000 });
-      const run = await act({ 'job-id': LORA }, { nodeArgs: mode.nodeArgs });
+      const run = await act({ 'job-id': LORA }, options);
       if (ranged) {
         succeeded(run);
         assert.equal(run.outputs.sha256, sha256(merged));
@@ -559,14 +564,14 @@ for (const mode of [
     test('a persistent failure ends with the attempts and leaves nothing', async () => {
       const busy = { status: 503, headers: { 'retry-after-ms': '1' }, when: ranged ? notProbe : ('whole' as const) };
       api.setFaults({ ...mode.faults, queue: { download: Array.from({ length: 10 }, () => busy) } });
-      const run = await act({ 'job-id': LORA, path: 'out/' }, { nodeArgs: mode.nodeArgs });
+      const run = await act({ 'job-id': LORA, path: 'out/' }, options);
       failed(run, ranged ? /after 6 attempts \(HTTP 503\)/ : /after 3 attempts.*HTTP 503/);
       assert.deepEqual(fs.readdirSync(run.workspace), []);
     });
 
     test('a 404 during the download is not retried', async () => {
       api.setFaults({ ...mode.faults, queue: { download: [{ status: 404, when: ranged ? notProbe : 'whole' }] } });
-      const run = await act({ 'job-id': LORA }, { nodeArgs: mode.nodeArgs });
+      const run = await act({ 'job-id': LORA }, options);
       failed(run, /HTTP 404/, /`job-id`/);
       assert.equal(downloads().length, 2);
     });
@@ -651,17 +656,22 @@ describe('one stream: a response that breaks before tool-cache has its file open
 });
 
 describe('parallel ranges', () => {
-  test('a larger archive is split over several connections and reassembled exactly', async () => {
-    const big = Buffer.concat([merged, randomBytes(40 * 1024 * 1024)]);
-    api.jobs.get(LORA)!.archives.merged = big;
-    const run = await act({ 'job-id': LORA, connections: '4' });
-    succeeded(run);
-    assert.equal(run.outputs.sha256, sha256(big));
-    assert.deepEqual(fs.readFileSync(run.outputs.path), big);
-    const ranges = downloads().slice(1);
-    assert.ok(ranges.length >= 4, `expected several ranges, got ${ranges.length}`);
-    assert.match(run.stdout, /over 4 connections/);
-  });
+  for (const [where, options] of [
+    ['on a receive worker', {}],
+    ['on the main thread', { nodeArgs: MAIN_THREAD, env: { RECEIVE_WORKERS: '0' } }],
+  ] as const) {
+    test(`a larger archive is split over several connections and reassembled exactly, received ${where}`, async () => {
+      const big = Buffer.concat([merged, randomBytes(40 * 1024 * 1024)]);
+      api.jobs.get(LORA)!.archives.merged = big;
+      const run = await act({ 'job-id': LORA, connections: '4' }, options);
+      succeeded(run);
+      assert.equal(run.outputs.sha256, sha256(big));
+      assert.deepEqual(fs.readFileSync(run.outputs.path), big);
+      const ranges = downloads().slice(1);
+      assert.ok(ranges.length >= 4, `expected several ranges, got ${ranges.length}`);
+      assert.match(run.stdout, /over 4 connections/);
+    });
+  }
 
   test('a range that fails for good ends the download with its own error, not the abort of the others', async () => {
     api.jobs.get(LORA)!.archives.merged = Buffer.concat([merged, randomBytes(40 * 1024 * 1024)]);

@@ -25,6 +25,15 @@ const fault = (syscall, path) =>
 const isTemp = (p) => typeof p === 'string' && /\.partial(\.d[\\/]archive)?$/.test(p);
 const fds = new Set();
 let written = 0;
+// A receive worker writes through a descriptor the main thread opened: tell its file by its link.
+const isTempFd = (fd) => {
+  if (fds.has(fd)) return true;
+  try {
+    return isTemp(fs.readlinkSync(`/proc/self/fd/${fd}`));
+  } catch {
+    return false;
+  }
+};
 
 const open = fs.open;
 fs.open = function faultyOpen(path, ...rest) {
@@ -49,7 +58,7 @@ for (const name of ['write', 'writev']) {
   const original = fs[name];
   fs[name] = function faultyWrite(fd, ...rest) {
     const cb = rest.at(-1);
-    if (fds.has(fd) && at === 'write') {
+    if (at === 'write' && isTempFd(fd)) {
       const bytes =
         name === 'write' ? (typeof rest[2] === 'number' ? rest[2] : rest[0].length) : rest[0].reduce((n, b) => n + b.byteLength, 0);
       if (written + bytes > after) return process.nextTick(cb, fault('write'));

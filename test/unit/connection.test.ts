@@ -212,7 +212,11 @@ describe('a connection lends its buffers, and never reads into one still lent', 
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const client = new DownloadClient({ apiKey: 'k', apiOrigin: 'http://nowhere.invalid' });
-    const answer = await client.get(`http://127.0.0.1:${(server.address() as AddressInfo).port}/x`, { headers: {}, stallMs: 5000 });
+    const answer = await client.get(`http://127.0.0.1:${(server.address() as AddressInfo).port}/x`, {
+      headers: {},
+      stallMs: 5000,
+      print: () => undefined,
+    });
     assert.equal(answer.status, 200);
     assert.equal((await answer.readSmall(100)).toString(), 'hello world');
     client.close();

@@ -63,7 +63,7 @@ beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'follow-'));
 });
 
-const settings = { apiKey: KEY, apiOrigin: '', connections: 3, stallTimeoutMs: 10_000 };
+let settings = { apiKey: KEY, apiOrigin: '', connections: 3, stallTimeoutMs: 10_000, receiveWorkers: 0 };
 
 async function download(follow?: (archive: AsyncIterable<Buffer>) => Promise<void>) {
   const probe = await probeArchive(url, KEY, context);
@@ -76,10 +76,11 @@ async function download(follow?: (archive: AsyncIterable<Buffer>) => Promise<voi
   }
 }
 
-for (const path of ['ranged', 'one stream'] as const) {
+for (const path of ['ranged, received on the main thread', 'ranged, received on a worker', 'one stream'] as const) {
   describe(`follow, ${path}`, () => {
     beforeEach(() => {
       mode.ignoreRange = path === 'one stream';
+      settings = { ...settings, receiveWorkers: path === 'ranged, received on a worker' ? 1 : 0 };
     });
 
     test('a consumer that hashes what it gets sees the archive, in order, once', async () => {
@@ -120,7 +121,7 @@ for (const path of ['ranged', 'one stream'] as const) {
     });
 
     test('a consumer that fails aborts the download with its error', async () => {
-      if (path === 'ranged') mode.bytesPerSecond = 4 * 1024 * 1024;
+      if (path !== 'one stream') mode.bytesPerSecond = 4 * 1024 * 1024;
       const failure = new Error('the content check refused the archive');
       await assert.rejects(
         download(async (bytes) => {

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import { registerSecret } from '../../src/log.js';
 import { explainHttpStatus } from '../../src/together/api.js';
 import { resolveDestination } from '../../src/transfer/destination.js';
 import { DownloadClient } from '../../src/transfer/http-client.js';
@@ -178,7 +179,7 @@ test('the download client masks the query of every URL it is redirected to, when
   }) as typeof process.stdout.write;
   const client = new DownloadClient({ apiKey: 'k', apiOrigin });
   try {
-    const answer = await client.get(apiUrl, { headers: {}, stallMs: 5000, maskQueries: true, print: (l) => lines.push(l) });
+    const answer = await client.get(apiUrl, { headers: {}, stallMs: 5000, maskQuery: registerSecret, print: (l) => lines.push(l) });
     assert.equal((await answer.readSmall(10)).toString(), 'ok');
     assert.equal(answer.url, `http://127.0.0.1:${storagePort}/second?sig=relative-secret`);
     assert.equal(answer.hop.sendAuth, false);
