@@ -2951,7 +2951,7 @@ async function downloadArchive(probe, settings, tempFile, context, follow) {
     if (probe.rangesHonoured && probe.total !== undefined && probe.total > 0) {
         const result = await downloadRanged({ ...probe, total: probe.total }, settings.apiKey, tempFile, settings, context, follow);
         const readBack = result.bytes > 0 ? (100 * result.readBackBytes) / result.bytes : 0;
-        log/* info */.pq(`sha256 computed during the download; it finished ${(result.hashTailMs / 1000).toFixed(2)} s after the last byte (${readBack.toFixed(0)} % of the bytes read back, having arrived ahead of the in-order frontier)`);
+        log/* info */.pq(`sha256 computed during the download; it finished ${(result.hashTailMs / 1000).toFixed(2)} s after the last byte (${readBack.toFixed(0)} % of the bytes read back from the file, the rest hashed as they arrived)`);
         return result;
     }
     log/* info */.pq(probe.rangesHonoured

@@ -8,7 +8,7 @@
  * fake API's own download route (`dropOnceAt`).
  *
  *   npm run bench -- [--size 2GiB] [--reps 5] [--profiles http,https,capped,drop50,drop90]
- *                    [--tools action,action-no-check,action-w1,action-w2,curl,curl-openssl,sdk,curl-resume]
+ *                    [--tools action,action-no-check,action-main,action-w2,curl,curl-openssl,sdk,curl-resume]
  *                    [--connections 6] [--rate 50MiB] [--cpu-prof] [--out bench-results/bench.json]
  *
  * Every run: wall time, MiB/s, client CPU seconds per GiB (user + system of the whole process
@@ -36,7 +36,7 @@ const { values: args } = parseArgs({
     size: { type: 'string', default: '2GiB' },
     reps: { type: 'string', default: '5' },
     profiles: { type: 'string', default: 'http,https,capped,drop50,drop90' },
-    tools: { type: 'string', default: 'action,action-no-check,curl,curl-openssl,sdk,curl-resume' },
+    tools: { type: 'string', default: 'action,action-no-check,action-main,action-w2,curl,curl-openssl,sdk,curl-resume' },
     connections: { type: 'string', default: String(DEFAULT_CONNECTIONS) },
     rate: { type: 'string', default: '50MiB' },
     'cpu-prof': { type: 'boolean', default: false },
@@ -445,49 +445,48 @@ async function main(): Promise<void> {
 
   const counts = args.connections.split(',');
   const RECEIVE_WORKERS = path.join(ROOT, 'test', 'support', 'receive-workers.mjs');
-  const action =
-    (extraInputs: Record<string, string>, receiveWorkers = 0) =>
-    (profile: Profile) =>
-      measure(profile, async (onSpawn) => {
-        const run = await runAction({
-          inputs: { 'job-id': JOB, 'api-key': KEY, 'base-url': api.url, path: 'model.tar.zst', connections: counts[0], ...extraInputs },
-          env: { NODE_EXTRA_CA_CERTS: certs.caFile, RECEIVE_WORKERS: String(receiveWorkers) },
-          nodeArgs: [
-            ...(receiveWorkers > 0 ? ['--import', RECEIVE_WORKERS] : []),
-            ...(args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
-          ],
-          onSpawn,
-          timeoutMs: 60 * 60_000,
-        });
-        const tail = /it finished ([\d.]+) s after the last byte \((\d+) % of the bytes read back/.exec(run.stdout);
-        const ok = run.code === 0 && run.outputs.sha256 === archiveSha;
-        const note = ok
-          ? undefined
-          : (
-              run.stdout.split('\n').find((l) => l.startsWith('::error')) ??
-              `exit ${run.code}: ${run.stdout
-                .split('\n')
-                .filter((l) => !l.startsWith('::debug'))
-                .slice(-6)
-                .join(' | ')} ${run.stderr}`
-            ).slice(0, 600);
-        // The byte-for-byte check comes after the measurement, as for every tool.
-        return {
-          ok,
-          note,
-          file: path.join(run.workspace, 'model.tar.zst'),
-          cleanup: () => removeScratch(run),
-          extra: { hashTailMs: tail ? Number(tail[1]) * 1000 : undefined, readBackPercent: tail ? Number(tail[2]) : undefined },
-        };
+  const action = (extraInputs: Record<string, string>, receiveWorkers?: number) => (profile: Profile) =>
+    measure(profile, async (onSpawn) => {
+      const run = await runAction({
+        inputs: { 'job-id': JOB, 'api-key': KEY, 'base-url': api.url, path: 'model.tar.zst', connections: counts[0], ...extraInputs },
+        env: { NODE_EXTRA_CA_CERTS: certs.caFile, RECEIVE_WORKERS: receiveWorkers === undefined ? undefined : String(receiveWorkers) },
+        nodeArgs: [
+          ...(receiveWorkers !== undefined ? ['--import', RECEIVE_WORKERS] : []),
+          ...(args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
+        ],
+        onSpawn,
+        timeoutMs: 60 * 60_000,
       });
+      const tail = /it finished ([\d.]+) s after the last byte \((\d+) % of the bytes read back/.exec(run.stdout);
+      const ok = run.code === 0 && run.outputs.sha256 === archiveSha;
+      const note = ok
+        ? undefined
+        : (
+            run.stdout.split('\n').find((l) => l.startsWith('::error')) ??
+            `exit ${run.code}: ${run.stdout
+              .split('\n')
+              .filter((l) => !l.startsWith('::debug'))
+              .slice(-6)
+              .join(' | ')} ${run.stderr}`
+          ).slice(0, 600);
+      // The byte-for-byte check comes after the measurement, as for every tool.
+      return {
+        ok,
+        note,
+        file: path.join(run.workspace, 'model.tar.zst'),
+        cleanup: () => removeScratch(run),
+        extra: { hashTailMs: tail ? Number(tail[1]) * 1000 : undefined, readBackPercent: tail ? Number(tail[2]) : undefined },
+      };
+    });
 
   const TOOLS: Record<string, { name: string; run: (profile: Profile) => Promise<Sample>; profiles?: string[] }> = {
     ...Object.fromEntries(
       counts.map((n, i) => [i === 0 ? 'action' : `action-${n}`, { name: `action (${n} conn.)`, run: action({ connections: n }) }]),
     ),
     'action-no-check': { name: 'action (no content check)', run: action({ 'verify-contents': 'false', connections: counts[0] }) },
-    // The receive on worker threads, the main thread only hashing: one or two workers.
-    'action-w1': { name: 'action, 1 receive worker', run: action({ connections: counts[0] }, 1) },
+    // Where the receive runs: by default one worker thread beside the main thread, which hashes
+    // (on a machine with two cores or more); here also the main thread alone, and two workers.
+    'action-main': { name: 'action, receive on the main thread', run: action({ connections: counts[0] }, 0) },
     'action-w2': { name: 'action, 2 receive workers', run: action({ connections: counts[0] }, 2) },
     curl: { name: 'curl -o', run: (profile) => measure(profile, shell(curl)) },
     'curl-openssl': {

@@ -308,6 +308,30 @@ describe('connection errors name their cause', () => {
   });
 });
 
+describe('one stream: the sha256 follows the file as tool-cache writes it', () => {
+  test("tool-cache's next attempt must send the bytes already hashed: another archive of the same size fails the download", async () => {
+    const other = Buffer.from(archive);
+    other.fill(0x5a, 1024);
+    const job = api.jobs.get(JOB) as FakeJob;
+    // The first whole response comes slowly and is cut; the archive is another one by the next.
+    api.setFaults({ ignoreRange: true, bytesPerSecond: 1024 * 1024, cutWholeOnceAfter: 2 * 1024 * 1024 });
+    const timer = setInterval(() => {
+      if (downloads(api).some((r) => r.range === undefined)) {
+        job.archives.merged = other;
+        clearInterval(timer);
+      }
+    }, 5);
+    try {
+      const run = await act({}, { nodeArgs: ['--import', FAST_RETRY], env: env({ TOOL_CACHE_RETRY_SECONDS: '1' }) });
+      failed(run, /The server sent different bytes when tool-cache tried again \(the first \d+ bytes differ\)/);
+      assert.ok(downloads(api).filter((r) => r.range === undefined).length >= 2, 'tool-cache tried again');
+    } finally {
+      clearInterval(timer);
+      job.archives.merged = archive;
+    }
+  });
+});
+
 // --- disk faults ---------------------------------------------------------------------------------
 
 const isRoot = process.getuid?.() === 0;
