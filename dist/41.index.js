@@ -1779,6 +1779,7 @@ async function downloadRanged(probe, apiKey, tempFile, options, context, followe
     abort.signal.addEventListener('abort', onAbort);
     let received = 0;
     let diskFault;
+    let fellBack = false;
     const written = (bytes) => {
         received += bytes;
         progress.update(received);
@@ -1803,8 +1804,13 @@ async function downloadRanged(probe, apiKey, tempFile, options, context, followe
     };
     /** One attempt at a piece, on this thread or on connection `slot`'s receive worker. */
     const attempt = (piece, slot) => {
-        if (threads.length > 0)
-            return threads[slot % threads.length].fetch(piece, written);
+        const thread = threads[slot % Math.max(1, threads.length)];
+        if (thread?.usable)
+            return thread.fetch(piece, written);
+        if (thread && !fellBack) {
+            fellBack = true;
+            log/* info */.pq('The receive worker stopped: the download goes on on the main thread.');
+        }
         const sink = { disk, offer: hasher.offer.bind(hasher), written, onDiskFault };
         return (0,range_fetch/* fetchRange */.sj)(client, target, piece, sink, abort.signal, log/* debug */.Yz);
     };

@@ -1982,8 +1982,13 @@ class ReceiveThread {
             else
                 job.resolve();
         });
-        this.worker.on('error', (error) => this.fail(new _errors_js__WEBPACK_IMPORTED_MODULE_3__/* .ActionError */ .lZ(`The receive worker failed: ${error.message}`)));
-        this.worker.on('exit', () => this.fail(new _errors_js__WEBPACK_IMPORTED_MODULE_3__/* .ActionError */ .lZ('The receive worker stopped.')));
+        // A worker that fails leaves its pieces to be retried (on the main thread: see `usable`).
+        this.worker.on('error', (error) => this.fail(new _retryable_js__WEBPACK_IMPORTED_MODULE_6__/* .RetryableError */ .dw(`the receive worker failed (${error.message})`)));
+        this.worker.on('exit', () => this.fail(new _retryable_js__WEBPACK_IMPORTED_MODULE_6__/* .RetryableError */ .dw('the receive worker stopped')));
+    }
+    /** False once the worker has failed or ended. */
+    get usable() {
+        return this.failure === undefined;
     }
     /** One attempt at `piece` on the worker; `written` is told each run of bytes put on disk. */
     fetch(piece, written) {
@@ -1999,7 +2004,7 @@ class ReceiveThread {
         this.worker.postMessage({ type: 'abort' });
     }
     async close() {
-        this.failure ??= new _errors_js__WEBPACK_IMPORTED_MODULE_3__/* .ActionError */ .lZ('aborted');
+        this.failure ??= new _retryable_js__WEBPACK_IMPORTED_MODULE_6__/* .RetryableError */ .dw('the receive worker was closed');
         await this.worker.terminate();
     }
     fail(error) {

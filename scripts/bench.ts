@@ -112,19 +112,20 @@ function hwmOf(pid: number): number {
 }
 
 /**
- * User and system CPU seconds of a process's threads, summed by kind: the main thread, libuv's
- * thread pool (file writes and reads), V8's helpers (GC, compiler), anything else by name.
+ * User and system CPU seconds of each of a process's threads (by thread id), with its kind: the
+ * main thread, libuv's thread pool and worker threads (Node.js names both "node" or
+ * "libuv-worker"), V8's helpers (GC, compiler), anything else by name.
  */
-function threadsCpu(pid: number): Record<string, number> {
-  const out: Record<string, number> = {};
+function threadsCpu(pid: number): Map<string, { kind: string; user: number; sys: number }> {
+  const out = new Map<string, { kind: string; user: number; sys: number }>();
   try {
     for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
       const stat = fs.readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8');
       const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const kind = Number(task) === pid ? 'main' : /^libuv|^node$/.test(name) ? 'pool' : /^V8|^DelayedTask/.test(name) ? 'v8' : name;
-      out[`${kind} user`] = (out[`${kind} user`] ?? 0) + Number(fields[11]) / CLOCK_TICK;
-      out[`${kind} sys`] = (out[`${kind} sys`] ?? 0) + Number(fields[12]) / CLOCK_TICK;
+      const kind =
+        Number(task) === pid ? 'main' : /^libuv|^node$/.test(name) ? 'pool+workers' : /^V8|^DelayedTask/.test(name) ? 'v8' : name;
+      out.set(task, { kind, user: Number(fields[11]) / CLOCK_TICK, sys: Number(fields[12]) / CLOCK_TICK });
     }
   } catch {
     // gone
@@ -132,23 +133,31 @@ function threadsCpu(pid: number): Record<string, number> {
   return out;
 }
 
-/** Samples the tree under `child` every 20 ms: the peak of its summed RSS, and its threads' CPU as last seen. */
+/**
+ * Samples the tree under `child` every 20 ms: the peak of its summed RSS, and the CPU of every
+ * thread the root process ever had, as last seen (a thread that ends before the process keeps
+ * its last reading).
+ */
 function watchTree(child: ChildProcess): () => { peakRss: number; threads: Record<string, number> } {
   let peak = 0;
-  let threads: Record<string, number> = {};
+  const seen = new Map<string, { kind: string; user: number; sys: number }>();
   const root = child.pid as number;
   const sample = () => {
     const pids = [root];
     for (let i = 0; i < pids.length; i++) pids.push(...childrenOf(pids[i]));
     const sum = pids.reduce((n, pid) => n + rssOf(pid), 0);
     peak = Math.max(peak, sum, hwmOf(root));
-    const seen = threadsCpu(root);
-    if (Object.keys(seen).length > 0) threads = seen;
+    for (const [tid, cpu] of threadsCpu(root)) seen.set(tid, cpu);
   };
   const timer = setInterval(sample, 20);
   sample();
   return () => {
     clearInterval(timer);
+    const threads: Record<string, number> = {};
+    for (const { kind, user, sys } of seen.values()) {
+      threads[`${kind} user`] = (threads[`${kind} user`] ?? 0) + user;
+      threads[`${kind} sys`] = (threads[`${kind} sys`] ?? 0) + sys;
+    }
     return { peakRss: peak, threads };
   };
 }
@@ -629,7 +638,7 @@ async function main(): Promise<void> {
   ];
   const threadRows = rows.filter((r) => r.threadsCpuSecondsPerGiB && r.tool.startsWith('action'));
   if (threadRows.length > 0) {
-    lines.push('', 'CPU-s/GiB of the action by thread (as last seen before it exited):');
+    lines.push('', 'CPU-s/GiB of the action by thread (every thread as last seen; the main thread includes start-up):');
     for (const r of threadRows)
       lines.push(
         `- ${r.description}, ${r.tool}: ${Object.entries(r.threadsCpuSecondsPerGiB ?? {})

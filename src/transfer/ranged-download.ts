@@ -102,6 +102,7 @@ export async function downloadRanged(
   abort.signal.addEventListener('abort', onAbort);
   let received = 0;
   let diskFault: Error | undefined;
+  let fellBack = false;
 
   const written = (bytes: number) => {
     received += bytes;
@@ -127,7 +128,12 @@ export async function downloadRanged(
 
   /** One attempt at a piece, on this thread or on connection `slot`'s receive worker. */
   const attempt = (piece: Piece, slot: number): Promise<void> => {
-    if (threads.length > 0) return threads[slot % threads.length].fetch(piece, written);
+    const thread = threads[slot % Math.max(1, threads.length)];
+    if (thread?.usable) return thread.fetch(piece, written);
+    if (thread && !fellBack) {
+      fellBack = true;
+      log.info('The receive worker stopped: the download goes on on the main thread.');
+    }
     const sink = { disk, offer: hasher.offer.bind(hasher), written, onDiskFault };
     return fetchRange(client, target, piece, sink, abort.signal, log.debug);
   };

@@ -140,8 +140,14 @@ export class ReceiveThread {
       if (message.failure) job.reject(deserialize(message.failure));
       else job.resolve();
     });
-    this.worker.on('error', (error) => this.fail(new ActionError(`The receive worker failed: ${error.message}`)));
-    this.worker.on('exit', () => this.fail(new ActionError('The receive worker stopped.')));
+    // A worker that fails leaves its pieces to be retried (on the main thread: see `usable`).
+    this.worker.on('error', (error) => this.fail(new RetryableError(`the receive worker failed (${error.message})`)));
+    this.worker.on('exit', () => this.fail(new RetryableError('the receive worker stopped')));
+  }
+
+  /** False once the worker has failed or ended. */
+  get usable(): boolean {
+    return this.failure === undefined;
   }
 
   /** One attempt at `piece` on the worker; `written` is told each run of bytes put on disk. */
@@ -159,7 +165,7 @@ export class ReceiveThread {
   }
 
   async close(): Promise<void> {
-    this.failure ??= new ActionError('aborted');
+    this.failure ??= new RetryableError('the receive worker was closed');
     await this.worker.terminate();
   }
 
