@@ -111,7 +111,7 @@ const portOf = (url: URL) => Number(url.port || (url.protocol === 'https:' ? 443
 
 type Phase = 'idle' | 'head' | 'body' | 'closed';
 
-/** Bytes `[start, end)` of one of the two buffers. */
+/** Bytes `[start, end)` of one of the buffers. */
 interface Region {
   index: number;
   start: number;
