@@ -69,7 +69,7 @@ export async function run(): Promise<void> {
             plan,
             {
               apiKey: inputs.apiKey,
-              apiHost: new URL(inputs.baseUrl).hostname,
+              apiOrigin: new URL(inputs.baseUrl).origin,
               connections: inputs.connections,
               stallTimeoutMs: inputs.stallTimeoutSeconds * 1000,
             },
@@ -141,14 +141,17 @@ async function fetchArchive(
   try {
     await requireFreeSpace(path.dirname(plan.target), plan.probe.total);
     const context = { what: 'downloading the archive', jobId: plan.job.id, step: plan.step };
-    const download = await log.group('Download', () => downloadArchive(plan.probe, settings, temp, context));
+    // The content check reads the archive's bytes as they arrive, in the download's own pass.
+    const follow = inspect
+      ? (archive: AsyncIterable<Uint8Array>) =>
+          inspect(archive, plan.format).catch((error: unknown) => {
+            throw error instanceof ActionError ? new ActionError(`${error.message} Nothing was saved.`, { cause: error }) : error;
+          })
+      : undefined;
+    const download = await log.group('Download', () => downloadArchive(plan.probe, settings, temp, context, follow));
     const verified = await log.group('Verify', async () => {
       const result = await verifyArchive(temp, plan.probe, download.sha256);
       log.info(`Size ${formatBytes(result.size)} (${result.size} bytes) as announced; sha256 ${result.sha256}`);
-      // A pass over the verified file until the download hands its bytes over as they arrive.
-      await inspect?.(fs.createReadStream(temp, { highWaterMark: 1024 * 1024 }), plan.format).catch((error: unknown) => {
-        throw error instanceof ActionError ? new ActionError(`${error.message} Nothing was saved.`, { cause: error }) : error;
-      });
       await placeVerified(temp, plan.target, result.sha256);
       placed = true;
       log.info(`Saved ${plan.target}`);

@@ -1,28 +1,8 @@
 import * as log from '../log.js';
+import { RetryableError } from './retryable.js';
+import { testHook } from './test-hooks.js';
 
-/** Statuses worth another try: throttling, timeouts and the transient server errors. */
-export function isRetryableStatus(status: number): boolean {
-  return status === 408 || status === 429 || status >= 500;
-}
-
-/**
- * How long the server asked us to wait, from `retry-after-ms` or `retry-after` (seconds or an
- * HTTP date). Undefined when it did not ask or the value is unusable.
- */
-export function retryAfterMs(headers: Record<string, string | string[] | undefined>, now = Date.now()): number | undefined {
-  const header = (name: string) => {
-    const value = headers[name];
-    return Array.isArray(value) ? value[0] : value;
-  };
-  const ms = Number(header('retry-after-ms'));
-  if (header('retry-after-ms') !== undefined && Number.isFinite(ms) && ms >= 0) return ms;
-  const after = header('retry-after');
-  if (after === undefined) return undefined;
-  const seconds = Number(after);
-  if (after.trim() !== '' && Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
-  const date = Date.parse(after);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
-}
+export { isRetryableStatus, RetryableError, retryAfterMs } from './retryable.js';
 
 /** The longest wait a server's `retry-after` or `retry-after-ms` can ask for; longer asks are cut to this. */
 export const MAX_SERVER_WAIT_MS = 60_000;
@@ -33,10 +13,11 @@ export const MAX_SERVER_WAIT_MS = 60_000;
  */
 export function nextWaitMs(asked: number | undefined, backoff: () => number): { waitMs: number; note: string } {
   if (asked === undefined) return { waitMs: backoff(), note: '' };
-  if (asked <= MAX_SERVER_WAIT_MS) return { waitMs: asked, note: ' (as the server asked)' };
+  const cap = testHook('MAX_SERVER_WAIT_MS', MAX_SERVER_WAIT_MS);
+  if (asked <= cap) return { waitMs: asked, note: ' (as the server asked)' };
   return {
-    waitMs: MAX_SERVER_WAIT_MS,
-    note: ` (the server asked for ${(asked / 1000).toFixed(0)} s; ${MAX_SERVER_WAIT_MS / 1000} s is the most this action waits)`,
+    waitMs: cap,
+    note: ` (the server asked for ${(asked / 1000).toFixed(0)} s; ${cap / 1000} s is the most this action waits)`,
   };
 }
 
@@ -47,21 +28,14 @@ export interface BackoffOptions {
 
 export const DEFAULT_BACKOFF: BackoffOptions = { baseMs: 500, capMs: 30_000 };
 
-/** Full-jitter exponential backoff: a random wait up to base * 2^attempt, never above the cap. */
-export function backoffMs(attempt: number, { baseMs, capMs }: BackoffOptions = DEFAULT_BACKOFF, random = Math.random): number {
-  return Math.round(random() * Math.min(capMs, baseMs * 2 ** attempt));
+/** The backoff every retry loop starts from (tests shorten its base). */
+export function defaultBackoff(): BackoffOptions {
+  return { ...DEFAULT_BACKOFF, baseMs: testHook('BACKOFF_BASE_MS', DEFAULT_BACKOFF.baseMs) };
 }
 
-/** A failure that another attempt may cure; `waitMs` is what the server asked for, if anything. */
-export class RetryableError extends Error {
-  constructor(
-    message: string,
-    readonly waitMs?: number,
-    readonly status?: number,
-  ) {
-    super(message);
-    this.name = 'RetryableError';
-  }
+/** Full-jitter exponential backoff: a random wait up to base * 2^attempt, never above the cap. */
+export function backoffMs(attempt: number, { baseMs, capMs }: BackoffOptions = defaultBackoff(), random = Math.random): number {
+  return Math.round(random() * Math.min(capMs, baseMs * 2 ** attempt));
 }
 
 /** Thrown when every attempt failed; carries how many there were and the last failure. */
@@ -83,7 +57,7 @@ export class RetriesExhaustedError extends Error {
 export async function withRetries<T>(
   what: string,
   attempt: (n: number) => Promise<T>,
-  { attempts = 5, backoff = DEFAULT_BACKOFF }: { attempts?: number; backoff?: BackoffOptions } = {},
+  { attempts = 5, backoff = defaultBackoff() }: { attempts?: number; backoff?: BackoffOptions } = {},
 ): Promise<T> {
   for (let n = 0; ; n++) {
     try {

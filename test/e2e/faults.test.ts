@@ -348,10 +348,16 @@ describe('proxies', () => {
           { nodeArgs: [...mode.nodeArgs, '--import', TEST_HOSTS], env: { [variable]: proxy.url } },
         );
         succeeded(run);
-        // The job lookup and checkpoint list (the SDK's fetch), the probe and the download.
+        // The job lookup and checkpoint list (the SDK's fetch) tunnel through CONNECT; the probe and
+        // the ranges go as absolute-form requests to the proxy; tool-cache's stream tunnels.
         const tunnels = proxy.carried.filter((c) => c.startsWith('CONNECT api.together.test:'));
-        assert.ok(tunnels.length >= 3, `the proxy carried:\n${proxy.carried.join('\n')}`);
-        assert.equal(proxy.carried.length, tunnels.length, 'nothing else went through the proxy');
+        const forwarded = proxy.carried.filter((c) => c.startsWith('GET http://api.together.test:'));
+        assert.equal(tunnels.length + forwarded.length, proxy.carried.length, `the proxy carried:\n${proxy.carried.join('\n')}`);
+        assert.ok(tunnels.length >= (mode.name === 'parallel ranges' ? 2 : 3), `the proxy carried:\n${proxy.carried.join('\n')}`);
+        assert.ok(
+          forwarded.some((c) => c.includes('/v1/finetune/download?')),
+          'the probe went to the proxy in absolute form',
+        );
         for (const r of api.requests) {
           assert.ok(
             proxy.upstreamPorts.has(r.remotePort ?? -1),

@@ -24,18 +24,26 @@ function resolve(host: string): string {
 export interface ProxyOptions {
   /** Answer every tunnel and request with this status (407: the proxy wants credentials) instead of carrying it. */
   refuse?: number;
+  /** `'user:password'`: answer 407 to anything without those credentials. */
+  requireAuth?: string;
 }
 
 export async function startProxy(options: ProxyOptions = {}): Promise<ForwardProxy> {
   const carried: string[] = [];
   const upstreamPorts = new Set<number>();
   const sockets = new Set<net.Socket>();
-  const refusal = options.refuse === undefined ? undefined : `${options.refuse} ${http.STATUS_CODES[options.refuse] ?? 'Refused'}`;
-  const challenge = options.refuse === 407 ? { 'proxy-authenticate': 'Basic realm="proxy"' } : {};
+  const expected = options.requireAuth === undefined ? undefined : `Basic ${Buffer.from(options.requireAuth).toString('base64')}`;
+  // The status a request is refused with, or undefined to carry it.
+  const refusalOf = (req: http.IncomingMessage): number | undefined => {
+    if (options.refuse !== undefined) return options.refuse;
+    return expected !== undefined && req.headers['proxy-authorization'] !== expected ? 407 : undefined;
+  };
+  const challengeOf = (status: number): Record<string, string> => (status === 407 ? { 'proxy-authenticate': 'Basic realm="proxy"' } : {});
   const server = http.createServer((req, res) => {
     carried.push(`${req.method} ${req.url}`);
+    const refusal = refusalOf(req);
     if (refusal !== undefined) {
-      res.writeHead(options.refuse as number, { ...challenge, 'content-length': '0' }).end();
+      res.writeHead(refusal, { ...challengeOf(refusal), 'content-length': '0' }).end();
       return;
     }
     let target: URL;
@@ -45,28 +53,34 @@ export async function startProxy(options: ProxyOptions = {}): Promise<ForwardPro
       res.writeHead(400).end('absolute-form URL required');
       return;
     }
+    const { 'proxy-authorization': _credentials, ...headers } = req.headers;
     const upstream = http.request(
       {
         host: resolve(target.hostname),
         port: target.port,
         path: target.pathname + target.search,
         method: req.method,
-        headers: req.headers,
+        headers,
       },
       (answer) => {
         res.writeHead(answer.statusCode ?? 502, answer.headers);
         answer.pipe(res);
       },
     );
-    upstream.on('socket', (s) => s.on('connect', () => upstreamPorts.add(s.localPort as number)));
+    // A kept-alive socket from an earlier request is connected already.
+    upstream.on('socket', (s) => {
+      if (s.localPort !== undefined && !s.connecting) upstreamPorts.add(s.localPort);
+      else s.on('connect', () => upstreamPorts.add(s.localPort as number));
+    });
     upstream.on('error', () => res.destroy());
     req.pipe(upstream);
   });
   server.on('connect', (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
     carried.push(`CONNECT ${req.url}`);
+    const refusal = refusalOf(req);
     if (refusal !== undefined) {
-      const headers = Object.entries(challenge).map(([k, v]) => `${k}: ${v}\r\n`);
-      client.end(`HTTP/1.1 ${refusal}\r\n${headers.join('')}content-length: 0\r\n\r\n`);
+      const headers = Object.entries(challengeOf(refusal)).map(([k, v]) => `${k}: ${v}\r\n`);
+      client.end(`HTTP/1.1 ${refusal} ${http.STATUS_CODES[refusal] ?? 'Refused'}\r\n${headers.join('')}content-length: 0\r\n\r\n`);
       return;
     }
     const match = /^\[?([^\]]+?)\]?:(\d+)$/.exec(req.url ?? '');

@@ -36,6 +36,8 @@ export interface RunOptions {
   env?: Record<string, string | undefined>;
   /** Extra node arguments before the script, e.g. ['--import', FAST_RETRY]. */
   nodeArgs?: string[];
+  /** A command that runs node, e.g. ['sh', '-c', 'ulimit -f 2048; exec "$@"', 'sh']: node and its arguments follow. */
+  prefix?: string[];
   /** Prepares the workspace before the run (e.g. an older file at the target). */
   setup?: (workspace: string) => void | Promise<void>;
   /** Called with the child once it has started, e.g. to signal it. */
@@ -101,7 +103,8 @@ export async function runAction(options: RunOptions): Promise<ActionRun> {
     else env[name] = value;
   }
 
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), DIST], { cwd: workspace, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, ...argv] = [...(options.prefix ?? []), process.execPath, ...(options.nodeArgs ?? []), DIST];
+  const child = spawn(command, argv, { cwd: workspace, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

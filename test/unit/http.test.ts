@@ -5,11 +5,13 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import { registerSecret } from '../../src/log.js';
 import { explainHttpStatus } from '../../src/together/api.js';
 import { resolveDestination } from '../../src/transfer/destination.js';
-import { downloadUrl, getFollowingRedirects, newHttpClient, totalFromContentRange } from '../../src/transfer/probe.js';
-import { planPieces } from '../../src/transfer/ranged-download.js';
-import { backoffMs, retryAfterMs } from '../../src/transfer/retry.js';
+import { DownloadClient } from '../../src/transfer/http-client.js';
+import { MAX_PIECE, MIN_PIECE, PieceQueue, planPieces } from '../../src/transfer/pieces.js';
+import { downloadUrl, totalFromContentRange } from '../../src/transfer/probe.js';
+import { backoffMs, MAX_SERVER_WAIT_MS, nextWaitMs, retryAfterMs } from '../../src/transfer/retry.js';
 
 test('downloadUrl encodes every parameter through the query', () => {
   assert.equal(
@@ -79,10 +81,11 @@ test('resolveDestination: directory, trailing slash, file, default', () => {
   }
 });
 
-test('planPieces: four pieces per connection, at least 4 MiB, covering every byte once', () => {
+test('planPieces: about four pieces per connection, 4 to 64 MiB, covering every byte once, in order', () => {
   const MiB = 1024 * 1024;
   for (const [total, connections] of [
     [2 * 1024 * MiB, 6],
+    [140 * 1024 * MiB, 6],
     [3 * MiB, 6],
     [100 * MiB + 7, 4],
     [10 * MiB, 6],
@@ -93,19 +96,66 @@ test('planPieces: four pieces per connection, at least 4 MiB, covering every byt
     assert.equal(pieces.at(-1)?.end, total - 1);
     for (let i = 1; i < pieces.length; i++) assert.equal(pieces[i].start, pieces[i - 1].end + 1);
     assert.ok(pieces.every((p) => p.received === 0));
-    if (total >= 4 * MiB * connections * 4) assert.equal(pieces.length, connections * 4);
-    else assert.ok(pieces.slice(0, -1).every((p) => p.end - p.start + 1 === 4 * MiB));
-    if (total === 10 * MiB) assert.equal(pieces.length, 3, 'fewer, larger pieces rather than any under 4 MiB');
+    const sizes = pieces.map((p) => p.end + 1 - p.start);
+    assert.ok(
+      sizes.every((n) => n <= MAX_PIECE),
+      `${total}: a piece over 64 MiB`,
+    );
+    // Only the last pieces, shared out for the connections to finish together, or a small total may be under 4 MiB.
+    assert.ok(
+      sizes.slice(0, -1).every((n) => n >= Math.min(MIN_PIECE, total)),
+      `${total}: ${sizes}`,
+    );
+    if (total === 2 * 1024 * MiB)
+      assert.ok(pieces.length >= connections * 4 && pieces.length <= connections * 6, `${pieces.length} pieces`);
+    if (total === 140 * 1024 * MiB) assert.ok(sizes.slice(0, -connections).every((n) => n === MAX_PIECE));
+    if (total === 10 * MiB) assert.equal(pieces.length, 3, 'no piece under 4 MiB but the last');
   }
 });
 
-test('getFollowingRedirects masks the query of every URL it is redirected to', async () => {
+test('PieceQueue hands out pieces only within the window past the first unfinished one', () => {
+  const MiB = 1024 * 1024;
+  const queue = new PieceQueue(100 * MiB, 2, 4 * MiB, 16 * MiB);
+  const taken = [queue.take(), queue.take(), queue.take(), queue.take()];
+  assert.ok(taken.every((p) => p));
+  assert.equal(queue.take(), null, 'the window (16 MiB past byte 0) is full');
+  assert.equal(queue.writtenPrefix(), 0);
+  // The second piece done does not move the window: the first is still open.
+  const [first, second] = taken as NonNullable<(typeof taken)[number]>[];
+  second.received = 4 * MiB;
+  assert.equal(queue.take(), null);
+  assert.equal(queue.writtenPrefix(), 0);
+  first.received = 3 * MiB;
+  assert.equal(queue.writtenPrefix(), 3 * MiB);
+  first.received = 4 * MiB;
+  assert.equal(queue.writtenPrefix(), 8 * MiB, 'the first two pieces on disk without a gap');
+  assert.equal(queue.firstUnfinished(), 8 * MiB);
+  assert.equal(queue.take()?.start, 16 * MiB);
+  assert.equal(queue.pieceAt(17 * MiB)?.start, 16 * MiB);
+});
+
+test('a server may ask for a wait of at most 60 s, and the cap is said', () => {
+  assert.deepEqual(
+    nextWaitMs(1500, () => 7),
+    { waitMs: 1500, note: ' (as the server asked)' },
+  );
+  assert.deepEqual(
+    nextWaitMs(undefined, () => 7),
+    { waitMs: 7, note: '' },
+  );
+  const capped = nextWaitMs(3_600_000, () => 7);
+  assert.equal(capped.waitMs, MAX_SERVER_WAIT_MS);
+  assert.equal(MAX_SERVER_WAIT_MS, 60_000);
+  assert.match(capped.note, /the server asked for 3600 s; 60 s is the most this action waits/);
+});
+
+test('the download client masks the query of every URL it is redirected to, when asked', async () => {
   // A redirect to another port (a storage host), then a relative one on that host.
   const storage = http.createServer((req, res) => {
     if (req.url?.startsWith('/first')) {
       res.writeHead(307, { location: '/second?sig=relative-secret' }).end();
     } else {
-      res.writeHead(200).end('ok');
+      res.writeHead(200, { 'content-length': '2' }).end('ok');
     }
   });
   await new Promise<void>((resolve) => storage.listen(0, '127.0.0.1', resolve));
@@ -114,9 +164,11 @@ test('getFollowingRedirects masks the query of every URL it is redirected to', a
     res.writeHead(302, { location: `http://127.0.0.1:${storagePort}/first?X-Signature=absolute-secret` }).end();
   });
   await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
-  const apiUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}/v1/finetune/download?ft_id=ft-abc`;
+  const apiOrigin = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+  const apiUrl = `${apiOrigin}/v1/finetune/download?ft_id=ft-abc`;
 
   const commands: string[] = [];
+  const lines: string[] = [];
   const write = process.stdout.write;
   process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
     if (String(chunk).startsWith('::')) {
@@ -125,16 +177,22 @@ test('getFollowingRedirects masks the query of every URL it is redirected to', a
     }
     return (write as (...args: unknown[]) => boolean).call(process.stdout, chunk, ...rest);
   }) as typeof process.stdout.write;
-  const client = newHttpClient(5000);
+  const client = new DownloadClient({ apiKey: 'k', apiOrigin });
   try {
-    const { response, url } = await getFollowingRedirects(client, apiUrl, { apiKey: 'k', apiHost: 'api.example' }, {}, () => {});
-    response.resume();
-    assert.equal(url, `http://127.0.0.1:${storagePort}/second?sig=relative-secret`);
+    const answer = await client.get(apiUrl, { headers: {}, stallMs: 5000, maskQuery: registerSecret, print: (l) => lines.push(l) });
+    assert.equal((await answer.readSmall(10)).toString(), 'ok');
+    assert.equal(answer.url, `http://127.0.0.1:${storagePort}/second?sig=relative-secret`);
+    assert.equal(answer.hop.sendAuth, false);
+    assert.equal(answer.hop.relativeRedirect, true);
   } finally {
     process.stdout.write = write;
-    client.dispose();
+    client.close();
     api.close();
     storage.close();
   }
   assert.deepEqual(commands, ['::add-mask::X-Signature=absolute-secret', '::add-mask::sig=relative-secret']);
+  assert.deepEqual(lines, [
+    `Redirected (HTTP 302) to http://127.0.0.1:${storagePort}/first?…`,
+    `Redirected (HTTP 307) to http://127.0.0.1:${storagePort}/second?…`,
+  ]);
 });
