@@ -291,9 +291,7 @@ async function withDecompressed(source, format, consume, options) {
         consumed();
         // A broken stream shows up as a truncated tar: the decoder's own message says more. Read to
         // its end, the decoder is finishing on its own; else it is stopped first.
-        const ended = decoder.output.readableEnded;
-        if (!ended)
-            decoder.stop();
+        const ended = settle(decoder);
         const problem = await decoder.finished;
         await pump;
         if (sourceError !== undefined)
@@ -302,9 +300,7 @@ async function withDecompressed(source, format, consume, options) {
     }
     stopped = true;
     consumed();
-    const ended = decoder.output.readableEnded;
-    if (!ended)
-        decoder.stop();
+    const ended = settle(decoder);
     const problem = await decoder.finished;
     await pump;
     if (sourceError !== undefined)
@@ -312,6 +308,19 @@ async function withDecompressed(source, format, consume, options) {
     if (ended && problem)
         throw problem;
     return result;
+}
+/**
+ * Once the reader is done: a decoder whose output has not ended is stopped; one whose output has
+ * ended has its input closed too, since the program's pipes must all close before it counts as
+ * finished. True when the output had ended.
+ */
+function settle(decoder) {
+    const ended = decoder.output.readableEnded;
+    if (ended)
+        decoder.input.destroy();
+    else
+        decoder.stop();
+    return ended;
 }
 /**
  * An error the reader raised about what it read (an unsafe entry, a wrong model, a damaged weights
@@ -4430,32 +4439,14 @@ async function run() {
         const { job, checkpoint, step, checkpoints } = await log/* group */.Os('Job', () => lookUpJob(api, inputs, seen));
         const jobOutputs = checkpointOutputs(checkpoints);
         const cacheKey = { jobId: inputs.jobId, step, checkpointType: checkpoint.fetched };
-        const asked = { fetched: checkpoint.fetched, step };
-        // What the archive holds: read with the bytes already being read (a dry run reads none).
-        let contents;
-        const inspect = inputs.verifyContents && !inputs.dryRun
-            ? async (archive, format) => {
-                contents = await checkArchiveContents(archive, format, asked);
-            }
-            : undefined;
-        const cached = inputs.cache
-            ? await log/* group */.Os('Cache', () => findCachedArchive(cacheKey, { verify: !inputs.dryRun, inspect }).catch((error) => {
-                if (!(error instanceof ContentsError))
-                    throw error;
-                throw new errors/* ActionError */.lZ(`${error.message} This archive came from the runner's tool cache, stored there without the check; nothing was written.`);
-            }))
-            : undefined;
+        const contents = new ContentCheck(inputs, { fetched: checkpoint.fetched, step });
+        const cached = inputs.cache ? await log/* group */.Os('Cache', () => lookInCache(cacheKey, inputs, contents)) : undefined;
         const plan = await log/* group */.Os('Plan', () => planDownload({ ...inputs, step }, job, checkpoint, cached));
         if (inputs.dryRun)
             return await reportDryRun(plan, inputs, jobOutputs, api);
         const { download, verified } = plan.source === 'cache'
             ? await log/* group */.Os('Restore', () => restoreFromCache(plan.cached, plan.target))
-            : await fetchArchive(plan, {
-                apiKey: inputs.apiKey,
-                apiOrigin: new URL(inputs.baseUrl).origin,
-                connections: inputs.connections,
-                stallTimeoutMs: inputs.stallTimeoutSeconds * 1000,
-            }, inspect);
+            : await fetchArchive(plan, downloadSettings(inputs), contents.inspect);
         if (inputs.cache && plan.source === 'download') {
             await log/* group */.Os('Cache', () => storeInCache(cacheKey, plan.target, { format: plan.format, ...verified }));
         }
@@ -4466,8 +4457,8 @@ async function run() {
             ...jobOutputs,
             'cache-hit': cacheHit(inputs, plan),
             'model-dir': extracted?.modelDir,
-            'base-model': contents?.baseModel,
-            'lora-rank': contents?.loraRank?.toString(),
+            'base-model': contents.report?.baseModel,
+            'lora-rank': contents.report?.loraRank?.toString(),
         });
         const artifact = plan.artifactName
             ? await log/* group */.Os('Artifact', () => upload(plan.target, plan.artifactName, verified.sha256, inputs.retentionDays))
@@ -4481,7 +4472,7 @@ async function run() {
             size: verified.size,
             sha256: verified.sha256,
             elapsedMs: download.elapsedMs,
-            contents: inputs.verifyContents ? contents && contentFacts(contents) : false,
+            contents: inputs.verifyContents ? contents.report && contentFacts(contents.report) : false,
             extracted: extracted && extractionFacts(extracted),
             archiveRemoved,
             artifact,
@@ -4493,15 +4484,43 @@ async function run() {
 }
 /**
  * The content check (`verify-contents`): what the archive holds against what was asked for, every
- * safetensors file whole. It reads the compressed archive as it is handed over; a mismatch throws.
+ * safetensors file whole. `inspect` reads the compressed archive as it is handed over, in the same
+ * pass as the download or the cache's own check (a dry run reads none); a mismatch throws.
  */
-async function checkArchiveContents(archive, format, asked) {
-    const started = Date.now();
-    const report = await checkContents(archive, format, asked);
-    log/* info */.pq(`${describeContents(report)}; checked in ${(0,src_format/* formatDuration */.a3)((Date.now() - started) / 1000)}`);
-    for (const note of report.notes)
-        log/* warning */.$e(`From the archive: ${note}.`);
-    return report;
+class ContentCheck {
+    report;
+    inspect;
+    constructor(inputs, asked) {
+        if (inputs.verifyContents && !inputs.dryRun)
+            this.inspect = (archive, format) => this.check(archive, format, asked);
+    }
+    async check(archive, format, asked) {
+        const started = Date.now();
+        const report = await checkContents(archive, format, asked);
+        log/* info */.pq(`${describeContents(report)}; checked in ${(0,src_format/* formatDuration */.a3)((Date.now() - started) / 1000)}`);
+        for (const note of report.notes)
+            log/* warning */.$e(`From the archive: ${note}.`);
+        this.report = report;
+    }
+}
+/** A verified entry of the runner's tool cache, checked as it is read. */
+async function lookInCache(key, inputs, contents) {
+    try {
+        return await findCachedArchive(key, { verify: !inputs.dryRun, inspect: contents.inspect });
+    }
+    catch (error) {
+        if (!(error instanceof ContentsError))
+            throw error;
+        throw new errors/* ActionError */.lZ(`${error.message} This archive came from the runner's tool cache, stored there without the check; nothing was written.`);
+    }
+}
+function downloadSettings(inputs) {
+    return {
+        apiKey: inputs.apiKey,
+        apiOrigin: new URL(inputs.baseUrl).origin,
+        connections: inputs.connections,
+        stallTimeoutMs: inputs.stallTimeoutSeconds * 1000,
+    };
 }
 /**
  * Downloads into a temp file beside the target and moves it into place only once verified (and its

@@ -11,7 +11,7 @@ import * as log from './log.js';
 import { type DownloadPlan, lookUpJob, type Plan, planDownload } from './plan.js';
 import type { UploadedArtifact } from './runner/artifact.js';
 import { requireArtifactService } from './runner/artifact-service.js';
-import { findCachedArchive, restoreFromCache, storeInCache } from './runner/cache.js';
+import { type CachedArchive, type CacheKey, findCachedArchive, restoreFromCache, storeInCache } from './runner/cache.js';
 import { type SummaryFacts, writeSummary } from './runner/summary.js';
 import { TogetherApi } from './together/api.js';
 import { checkpointOutputs } from './together/checkpoint.js';
@@ -40,41 +40,15 @@ export async function run(): Promise<void> {
     const { job, checkpoint, step, checkpoints } = await log.group('Job', () => lookUpJob(api, inputs, seen));
     const jobOutputs = checkpointOutputs(checkpoints);
     const cacheKey = { jobId: inputs.jobId, step, checkpointType: checkpoint.fetched };
-    const asked: Asked = { fetched: checkpoint.fetched, step };
-    // What the archive holds: read with the bytes already being read (a dry run reads none).
-    let contents: ContentsReport | undefined;
-    const inspect =
-      inputs.verifyContents && !inputs.dryRun
-        ? async (archive: AsyncIterable<Uint8Array>, format: ArchiveFormat) => {
-            contents = await checkArchiveContents(archive, format, asked);
-          }
-        : undefined;
-    const cached = inputs.cache
-      ? await log.group('Cache', () =>
-          findCachedArchive(cacheKey, { verify: !inputs.dryRun, inspect }).catch((error: unknown) => {
-            if (!(error instanceof ContentsError)) throw error;
-            throw new ActionError(
-              `${error.message} This archive came from the runner's tool cache, stored there without the check; nothing was written.`,
-            );
-          }),
-        )
-      : undefined;
+    const contents = new ContentCheck(inputs, { fetched: checkpoint.fetched, step });
+    const cached = inputs.cache ? await log.group('Cache', () => lookInCache(cacheKey, inputs, contents)) : undefined;
     const plan = await log.group('Plan', () => planDownload({ ...inputs, step }, job, checkpoint, cached));
     if (inputs.dryRun) return await reportDryRun(plan, inputs, jobOutputs, api);
 
     const { download, verified } =
       plan.source === 'cache'
         ? await log.group('Restore', () => restoreFromCache(plan.cached, plan.target))
-        : await fetchArchive(
-            plan,
-            {
-              apiKey: inputs.apiKey,
-              apiOrigin: new URL(inputs.baseUrl).origin,
-              connections: inputs.connections,
-              stallTimeoutMs: inputs.stallTimeoutSeconds * 1000,
-            },
-            inspect,
-          );
+        : await fetchArchive(plan, downloadSettings(inputs), contents.inspect);
 
     if (inputs.cache && plan.source === 'download') {
       await log.group('Cache', () => storeInCache(cacheKey, plan.target, { format: plan.format, ...verified }));
@@ -87,8 +61,8 @@ export async function run(): Promise<void> {
       ...jobOutputs,
       'cache-hit': cacheHit(inputs, plan),
       'model-dir': extracted?.modelDir,
-      'base-model': contents?.baseModel,
-      'lora-rank': contents?.loraRank?.toString(),
+      'base-model': contents.report?.baseModel,
+      'lora-rank': contents.report?.loraRank?.toString(),
     });
     const artifact = plan.artifactName
       ? await log.group('Artifact', () => upload(plan.target, plan.artifactName as string, verified.sha256, inputs.retentionDays))
@@ -102,7 +76,7 @@ export async function run(): Promise<void> {
       size: verified.size,
       sha256: verified.sha256,
       elapsedMs: download.elapsedMs,
-      contents: inputs.verifyContents ? contents && contentFacts(contents) : false,
+      contents: inputs.verifyContents ? contents.report && contentFacts(contents.report) : false,
       extracted: extracted && extractionFacts(extracted),
       archiveRemoved,
       artifact,
@@ -114,14 +88,45 @@ export async function run(): Promise<void> {
 
 /**
  * The content check (`verify-contents`): what the archive holds against what was asked for, every
- * safetensors file whole. It reads the compressed archive as it is handed over; a mismatch throws.
+ * safetensors file whole. `inspect` reads the compressed archive as it is handed over, in the same
+ * pass as the download or the cache's own check (a dry run reads none); a mismatch throws.
  */
-async function checkArchiveContents(archive: AsyncIterable<Uint8Array>, format: ArchiveFormat, asked: Asked): Promise<ContentsReport> {
-  const started = Date.now();
-  const report = await checkContents(archive, format, asked);
-  log.info(`${describeContents(report)}; checked in ${formatDuration((Date.now() - started) / 1000)}`);
-  for (const note of report.notes) log.warning(`From the archive: ${note}.`);
-  return report;
+class ContentCheck {
+  report?: ContentsReport;
+  readonly inspect?: (archive: AsyncIterable<Uint8Array>, format: ArchiveFormat) => Promise<void>;
+
+  constructor(inputs: Inputs, asked: Asked) {
+    if (inputs.verifyContents && !inputs.dryRun) this.inspect = (archive, format) => this.check(archive, format, asked);
+  }
+
+  private async check(archive: AsyncIterable<Uint8Array>, format: ArchiveFormat, asked: Asked): Promise<void> {
+    const started = Date.now();
+    const report = await checkContents(archive, format, asked);
+    log.info(`${describeContents(report)}; checked in ${formatDuration((Date.now() - started) / 1000)}`);
+    for (const note of report.notes) log.warning(`From the archive: ${note}.`);
+    this.report = report;
+  }
+}
+
+/** A verified entry of the runner's tool cache, checked as it is read. */
+async function lookInCache(key: CacheKey, inputs: Inputs, contents: ContentCheck): Promise<CachedArchive | undefined> {
+  try {
+    return await findCachedArchive(key, { verify: !inputs.dryRun, inspect: contents.inspect });
+  } catch (error) {
+    if (!(error instanceof ContentsError)) throw error;
+    throw new ActionError(
+      `${error.message} This archive came from the runner's tool cache, stored there without the check; nothing was written.`,
+    );
+  }
+}
+
+function downloadSettings(inputs: Inputs): DownloadSettings {
+  return {
+    apiKey: inputs.apiKey,
+    apiOrigin: new URL(inputs.baseUrl).origin,
+    connections: inputs.connections,
+    stallTimeoutMs: inputs.stallTimeoutSeconds * 1000,
+  };
 }
 
 /**

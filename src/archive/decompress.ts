@@ -174,8 +174,7 @@ export async function withDecompressed<T>(
     consumed();
     // A broken stream shows up as a truncated tar: the decoder's own message says more. Read to
     // its end, the decoder is finishing on its own; else it is stopped first.
-    const ended = decoder.output.readableEnded;
-    if (!ended) decoder.stop();
+    const ended = settle(decoder);
     const problem = await decoder.finished;
     await pump;
     if (sourceError !== undefined) throw sourceError;
@@ -183,13 +182,24 @@ export async function withDecompressed<T>(
   }
   stopped = true;
   consumed();
-  const ended = decoder.output.readableEnded;
-  if (!ended) decoder.stop();
+  const ended = settle(decoder);
   const problem = await decoder.finished;
   await pump;
   if (sourceError !== undefined) throw sourceError;
   if (ended && problem) throw problem;
   return result;
+}
+
+/**
+ * Once the reader is done: a decoder whose output has not ended is stopped; one whose output has
+ * ended has its input closed too, since the program's pipes must all close before it counts as
+ * finished. True when the output had ended.
+ */
+function settle(decoder: Decoder): boolean {
+  const ended = decoder.output.readableEnded;
+  if (ended) decoder.input.destroy();
+  else decoder.stop();
+  return ended;
 }
 
 /**

@@ -6,13 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
-import { makeArchive, sha256 } from '../support/archives.js';
+import { makeArchive, sha256, weights } from '../support/archives.js';
 import { makeCertificates, type TestCertificates } from '../support/certs.js';
 import { type FakeJob, type FakeTogether, type Faults, startFakeTogether } from '../support/fake-together.js';
 import { type ForwardProxy, startProxy } from '../support/proxy.js';
@@ -47,7 +46,10 @@ const jobs = (): FakeJob[] => [
 ];
 
 before(async () => {
-  archive = await makeArchive({ 'config.json': Buffer.from('{}'), 'model.safetensors': randomBytes(3 * 1024 * 1024) }, 'zstd');
+  archive = await makeArchive(
+    { 'config.json': Buffer.from('{"model_type":"llama"}'), 'model.safetensors': weights(3 * 1024 * 1024) },
+    'zstd',
+  );
   certs = await makeCertificates();
   api = await startFakeTogether({ apiKey: KEY, jobs: jobs() });
   storage = await startFakeTogether({ apiKey: KEY, jobs: jobs(), host: '127.0.0.2', requireNoAuth: true });

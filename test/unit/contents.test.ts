@@ -232,6 +232,37 @@ describe('decompressing as the bytes come', () => {
       );
     });
 
+    test(`${name}: a decoder that gives up while the source still waits for bytes does not hang the check`, async () => {
+      // An HTML page where the archive should be: the decoder refuses its first bytes and ends its
+      // output while the download is still writing the rest.
+      const page = Buffer.from('<!DOCTYPE html><html><body>Access denied</body></html>'.padEnd(3 * 1024 * 1024, ' '));
+      let rest: () => void = () => undefined;
+      const more = new Promise<void>((resolve) => {
+        rest = resolve;
+      });
+      // The program closes its output at the bad magic but reads on until its input ends: the
+      // check must end that input rather than wait for it.
+      async function* slowly() {
+        yield page.subarray(0, 1000);
+        await more;
+        yield page.subarray(1000, 300_000);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        yield page.subarray(300_000);
+      }
+      const check = checkContents(slowly(), 'zstd', MERGED, { zstd });
+      setTimeout(rest, 300);
+      let timer: NodeJS.Timeout | undefined;
+      const verdict = await Promise.race([
+        check.then(
+          () => 'passed',
+          (error: Error) => error.message,
+        ),
+        new Promise<string>((resolve) => (timer = setTimeout(() => resolve('still waiting after 10 s'), 10_000))),
+      ]);
+      clearTimeout(timer);
+      assert.match(verdict, /cannot be read as a zstd-compressed tar/);
+    });
+
     test(`${name}: the source's own error comes through as it is`, async () => {
       const archive = await makeArchive(modelFiles({ weightBytes: 2 * 1024 * 1024 }), 'zstd');
       async function* broken() {
