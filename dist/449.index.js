@@ -823,78 +823,18 @@ function contentEncoding(head) {
 
 /***/ }),
 
-/***/ 22820:
+/***/ 27095:
 /***/ ((__unused_webpack_module, __webpack_exports__, __webpack_require__) => {
 
-
-// EXPORTS
-__webpack_require__.d(__webpack_exports__, {
-  sE: () => (/* binding */ DownloadClient)
-});
-
-// UNUSED EXPORTS: Answer, ConnectionPool, proxyFor, routeFor
-
-// EXTERNAL MODULE: ./node_modules/@actions/http-client/lib/proxy.js
-var lib_proxy = __webpack_require__(19783);
-// EXTERNAL MODULE: ./src/format.ts
-var format = __webpack_require__(16264);
-// EXTERNAL MODULE: ./src/transfer/connection.ts
-var transfer_connection = __webpack_require__(62895);
-// EXTERNAL MODULE: ./src/transfer/http-head.ts
-var http_head = __webpack_require__(45562);
-// EXTERNAL MODULE: ./src/errors.ts
-var errors = __webpack_require__(83916);
-;// CONCATENATED MODULE: ./src/transfer/redirects.ts
-/**
- * The redirect policy of every download request. The API key belongs to the API's origin
- * (scheme, host and port): it goes only there, and never again once a redirect chain has left
- * that origin, even to a hop that comes back. Every hop is `http:` or `https:`, and `https` never
- * goes down to `http`.
- */
-
-
-const MAX_REDIRECTS = 10;
-const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
-/** The first hop of a chain: the API's own URL. */
-function firstHop(url, apiOrigin) {
-    const parsed = new URL(url);
-    requireHttp(parsed);
-    const onApi = parsed.origin === apiOrigin;
-    return { url: parsed, sendAuth: onApi, leftApiOrigin: !onApi, redirects: 0, relativeRedirect: false };
-}
-/** The hop a redirect's `Location` leads to, or an ActionError that says why it is refused. */
-function nextHop(current, location, apiOrigin) {
-    if (current.redirects >= MAX_REDIRECTS) {
-        throw new errors/* ActionError */.lZ(`The download redirected more than ${MAX_REDIRECTS} times; last hop: ${(0,format/* displayUrl */.Qy)(current.url.href)}.`);
-    }
-    let next;
-    try {
-        next = new URL(location, current.url);
-    }
-    catch {
-        throw new errors/* ActionError */.lZ(`The download redirected to a malformed URL (from ${(0,format/* displayUrl */.Qy)(current.url.href)}).`);
-    }
-    requireHttp(next);
-    if (current.url.protocol === 'https:' && next.protocol === 'http:') {
-        throw new errors/* ActionError */.lZ(`The download redirected from https to plain http (${(0,format/* displayUrl */.Qy)(next.href)}); refusing to continue without TLS.`);
-    }
-    next.hash = '';
-    const leftApiOrigin = current.leftApiOrigin || next.origin !== apiOrigin;
-    return {
-        url: next,
-        sendAuth: !leftApiOrigin,
-        leftApiOrigin,
-        redirects: current.redirects + 1,
-        relativeRedirect: current.relativeRedirect || !/^[a-z][a-z0-9+.-]*:/i.test(location.trim()),
-    };
-}
-function requireHttp(url) {
-    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-        throw new errors/* ActionError */.lZ(`The download redirected to an unsupported URL scheme (${url.protocol}); only http and https are followed.`);
-    }
-}
-
-;// CONCATENATED MODULE: ./src/transfer/http-client.ts
+/* harmony export */ __webpack_require__.d(__webpack_exports__, {
+/* harmony export */   sE: () => (/* binding */ DownloadClient)
+/* harmony export */ });
+/* unused harmony exports proxyFor, routeFor, Answer, ConnectionPool */
+/* harmony import */ var _actions_http_client_lib_proxy__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(19783);
+/* harmony import */ var _format_js__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(16264);
+/* harmony import */ var _connection_js__WEBPACK_IMPORTED_MODULE_1__ = __webpack_require__(62895);
+/* harmony import */ var _http_head_js__WEBPACK_IMPORTED_MODULE_2__ = __webpack_require__(45562);
+/* harmony import */ var _redirects_js__WEBPACK_IMPORTED_MODULE_3__ = __webpack_require__(95334);
 /**
  * The download's HTTP client: GETs that follow redirects under the policy of `redirects.ts`, over
  * keep-alive connections (`connection.ts`) pooled by route, through the runner's proxy settings
@@ -912,7 +852,7 @@ const USER_AGENT = 'together-download';
 const REDIRECT_BODY_LIMIT = 64 * 1024;
 /** The proxy for `url` from the runner's environment, as http-client chooses it. */
 function proxyFor(url) {
-    const proxy = (0,lib_proxy/* getProxyUrl */.s)(url);
+    const proxy = (0,_actions_http_client_lib_proxy__WEBPACK_IMPORTED_MODULE_0__/* .getProxyUrl */ .s)(url);
     // A plain URL: http-client's decodes its credentials, which are encoded again when used.
     return proxy ? new URL(proxy.href) : undefined;
 }
@@ -940,7 +880,7 @@ class Answer {
         return this.hop.url.href;
     }
     header(name) {
-        return (0,http_head/* headerValue */.Z)(this.head, name);
+        return (0,_http_head_js__WEBPACK_IMPORTED_MODULE_2__/* .headerValue */ .Z)(this.head, name);
     }
     /** At most `limit` bytes of the body (the rest is not read); the connection goes back to the pool. */
     async readSmall(limit) {
@@ -977,7 +917,7 @@ class ConnectionPool {
     idle = new Map();
     active = new Set();
     async acquire(route, options) {
-        const list = this.idle.get((0,transfer_connection/* routeKey */.vh)(route));
+        const list = this.idle.get((0,_connection_js__WEBPACK_IMPORTED_MODULE_1__/* .routeKey */ .vh)(route));
         while (list && list.length > 0) {
             const connection = list.pop();
             if (connection.isReusable) {
@@ -990,7 +930,7 @@ class ConnectionPool {
     }
     /** A new connection, never a kept-alive one. */
     async open(route, options) {
-        const connection = await transfer_connection/* HttpConnection */.V6.open(route, options);
+        const connection = await _connection_js__WEBPACK_IMPORTED_MODULE_1__/* .HttpConnection */ .V6.open(route, options);
         this.active.add(connection);
         return connection;
     }
@@ -1025,17 +965,17 @@ class DownloadClient {
     /** GETs `url`, following redirects; resolves with the first answer that is not a redirect. */
     async get(url, options) {
         const deadlineAt = options.deadlineMs === undefined ? undefined : Date.now() + options.deadlineMs;
-        let hop = firstHop(url, this.auth.apiOrigin);
+        let hop = (0,_redirects_js__WEBPACK_IMPORTED_MODULE_3__/* .firstHop */ .Wk)(url, this.auth.apiOrigin);
         for (;;) {
             const answer = await this.send(hop, options, deadlineAt);
             const location = answer.header('location');
-            if (!REDIRECT_STATUSES.has(answer.status) || location === undefined)
+            if (!_redirects_js__WEBPACK_IMPORTED_MODULE_3__/* .REDIRECT_STATUSES */ .aq.has(answer.status) || location === undefined)
                 return answer;
             await answer.readSmall(REDIRECT_BODY_LIMIT).catch(() => undefined);
-            const next = nextHop(hop, location, this.auth.apiOrigin);
+            const next = (0,_redirects_js__WEBPACK_IMPORTED_MODULE_3__/* .nextHop */ .Fz)(hop, location, this.auth.apiOrigin);
             if (options.maskQuery && next.url.search.length > 1)
                 options.maskQuery(next.url.search.slice(1));
-            options.print(`Redirected (HTTP ${answer.status}) to ${(0,format/* displayUrl */.Qy)(next.url.href)}`);
+            options.print(`Redirected (HTTP ${answer.status}) to ${(0,_format_js__WEBPACK_IMPORTED_MODULE_4__/* .displayUrl */ .Qy)(next.url.href)}`);
             hop = next;
         }
     }
@@ -1054,7 +994,7 @@ class DownloadClient {
         for (let fresh = false;; fresh = true) {
             const left = deadlineAt === undefined ? undefined : deadlineAt - Date.now();
             if (left !== undefined && left <= 0)
-                throw new transfer_connection/* DeadlineError */.j3(options.deadlineMs);
+                throw new _connection_js__WEBPACK_IMPORTED_MODULE_1__/* .DeadlineError */ .j3(options.deadlineMs);
             const openTimeout = Math.min(options.stallMs, left ?? Number.POSITIVE_INFINITY);
             const { connection, reused } = fresh
                 ? { connection: await this.openFresh(route, openTimeout, options.signal), reused: false }
@@ -1070,7 +1010,7 @@ class DownloadClient {
             catch (error) {
                 this.pool.release(connection);
                 // A kept-alive connection the server had just closed: try once more on a new one.
-                const stale = reused && connection.responseBytes === 0 && !(error instanceof transfer_connection/* StallError */.Xz) && !(error instanceof transfer_connection/* DeadlineError */.j3);
+                const stale = reused && connection.responseBytes === 0 && !(error instanceof _connection_js__WEBPACK_IMPORTED_MODULE_1__/* .StallError */ .Xz) && !(error instanceof _connection_js__WEBPACK_IMPORTED_MODULE_1__/* .DeadlineError */ .j3);
                 if (!stale || options.signal?.aborted)
                     throw error;
             }
@@ -1863,7 +1803,7 @@ __webpack_require__.r(__webpack_exports__);
 /* harmony import */ var node_worker_threads__WEBPACK_IMPORTED_MODULE_2__ = __webpack_require__(75919);
 /* harmony import */ var node_worker_threads__WEBPACK_IMPORTED_MODULE_2___default = /*#__PURE__*/__webpack_require__.n(node_worker_threads__WEBPACK_IMPORTED_MODULE_2__);
 /* harmony import */ var _errors_js__WEBPACK_IMPORTED_MODULE_3__ = __webpack_require__(83916);
-/* harmony import */ var _http_client_js__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(22820);
+/* harmony import */ var _http_client_js__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(27095);
 /* harmony import */ var _range_fetch_js__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(20931);
 /* harmony import */ var _retryable_js__WEBPACK_IMPORTED_MODULE_6__ = __webpack_require__(19833);
 /**
@@ -2012,6 +1952,69 @@ class ReceiveThread {
         for (const job of this.pending.values())
             job.reject(this.failure);
         this.pending.clear();
+    }
+}
+
+
+/***/ }),
+
+/***/ 95334:
+/***/ ((__unused_webpack_module, __webpack_exports__, __webpack_require__) => {
+
+/* harmony export */ __webpack_require__.d(__webpack_exports__, {
+/* harmony export */   Fz: () => (/* binding */ nextHop),
+/* harmony export */   Wk: () => (/* binding */ firstHop),
+/* harmony export */   aq: () => (/* binding */ REDIRECT_STATUSES)
+/* harmony export */ });
+/* unused harmony export MAX_REDIRECTS */
+/* harmony import */ var _errors_js__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(83916);
+/* harmony import */ var _format_js__WEBPACK_IMPORTED_MODULE_1__ = __webpack_require__(16264);
+/**
+ * The redirect policy of every download request. The API key belongs to the API's origin
+ * (scheme, host and port): it goes only there, and never again once a redirect chain has left
+ * that origin, even to a hop that comes back. Every hop is `http:` or `https:`, and `https` never
+ * goes down to `http`.
+ */
+
+
+const MAX_REDIRECTS = 10;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+/** The first hop of a chain: the API's own URL. */
+function firstHop(url, apiOrigin) {
+    const parsed = new URL(url);
+    requireHttp(parsed);
+    const onApi = parsed.origin === apiOrigin;
+    return { url: parsed, sendAuth: onApi, leftApiOrigin: !onApi, redirects: 0, relativeRedirect: false };
+}
+/** The hop a redirect's `Location` leads to, or an ActionError that says why it is refused. */
+function nextHop(current, location, apiOrigin) {
+    if (current.redirects >= MAX_REDIRECTS) {
+        throw new _errors_js__WEBPACK_IMPORTED_MODULE_0__/* .ActionError */ .lZ(`The download redirected more than ${MAX_REDIRECTS} times; last hop: ${(0,_format_js__WEBPACK_IMPORTED_MODULE_1__/* .displayUrl */ .Qy)(current.url.href)}.`);
+    }
+    let next;
+    try {
+        next = new URL(location, current.url);
+    }
+    catch {
+        throw new _errors_js__WEBPACK_IMPORTED_MODULE_0__/* .ActionError */ .lZ(`The download redirected to a malformed URL (from ${(0,_format_js__WEBPACK_IMPORTED_MODULE_1__/* .displayUrl */ .Qy)(current.url.href)}).`);
+    }
+    requireHttp(next);
+    if (current.url.protocol === 'https:' && next.protocol === 'http:') {
+        throw new _errors_js__WEBPACK_IMPORTED_MODULE_0__/* .ActionError */ .lZ(`The download redirected from https to plain http (${(0,_format_js__WEBPACK_IMPORTED_MODULE_1__/* .displayUrl */ .Qy)(next.href)}); refusing to continue without TLS.`);
+    }
+    next.hash = '';
+    const leftApiOrigin = current.leftApiOrigin || next.origin !== apiOrigin;
+    return {
+        url: next,
+        sendAuth: !leftApiOrigin,
+        leftApiOrigin,
+        redirects: current.redirects + 1,
+        relativeRedirect: current.relativeRedirect || !/^[a-z][a-z0-9+.-]*:/i.test(location.trim()),
+    };
+}
+function requireHttp(url) {
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+        throw new _errors_js__WEBPACK_IMPORTED_MODULE_0__/* .ActionError */ .lZ(`The download redirected to an unsupported URL scheme (${url.protocol}); only http and https are followed.`);
     }
 }
 

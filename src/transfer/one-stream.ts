@@ -4,7 +4,8 @@
  * keeps what tool-cache cannot:
  * - the redirects are resolved by the probe under the action's policy (the key only to the API's
  *   origin, never down from https), and tool-cache gets only the final URL, whose query is
- *   registered as a secret before tool-cache can print it;
+ *   registered as a secret before tool-cache can print it; a redirect tool-cache meets itself is
+ *   held to the same policy (`tool-cache-hops.ts`);
  * - a disk fault stops tool-cache at once instead of three downloads 10-20 s apart;
  * - the sha256 follows the file as it grows, and a retried attempt must send the same bytes.
  */
@@ -24,6 +25,7 @@ import { describeNetworkError } from './net-errors.js';
 import { explainStorageStatus, type ProbeResult } from './probe.js';
 import { ProgressReporter } from './progress.js';
 import { renameWithRetry } from './rename.js';
+import { guardToolCacheHops } from './tool-cache-hops.js';
 
 /** tool-cache makes this many attempts itself. */
 export const TOOL_CACHE_ATTEMPTS = 3;
@@ -59,6 +61,7 @@ export async function downloadWithToolCache(
   const progress = new ProgressReporter(probe.total);
   const hasher = new GrowingFileHasher(file, prefix, (bytes) => progress.update(bytes));
   const guard = interceptWrites(file);
+  const hops = guardToolCacheHops(probe.sendAuth ? new URL(probe.url).origin : undefined, (reason) => new StopToolCache(reason));
   hasher.failed.catch((error: Error) => guard.stop(error));
   const auth = probe.sendAuth ? `Bearer ${apiKey}` : undefined;
   try {
@@ -102,6 +105,7 @@ export async function downloadWithToolCache(
     return result;
   } finally {
     guard.restore();
+    hops.restore();
     await hasher.stop();
     await removeFolder();
   }

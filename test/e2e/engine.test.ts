@@ -146,6 +146,27 @@ describe('where the API key goes, along a chain of redirects', () => {
     });
   }
 
+  test("one stream: a redirect that only the archive's request gets (not the probe) takes no key to another port", async () => {
+    const elsewhere = `${origin(sameHost)}/v1/finetune/download?ft_id=${JOB}&checkpoint=merged&${SIGNATURE}`;
+    api.setFaults({ ignoreRange: true, queue: { download: [{ status: 302, when: 'whole', headers: { location: elsewhere } }] } });
+    sameHost.setFaults({ ignoreRange: true });
+    const run = await act({}, { nodeArgs: ['--import', FAST_RETRY] });
+    succeeded(run);
+    const there = downloads(sameHost);
+    assert.equal(there.length, 1, 'the archive came from the other port');
+    assert.equal(there[0].headers.authorization, undefined, 'the other port received the key');
+  });
+
+  test("one stream: an ftp Location that only the archive's request gets is refused, and not retried", async () => {
+    api.setFaults({
+      ignoreRange: true,
+      queue: { download: [{ status: 302, when: 'whole', headers: { location: 'ftp://127.0.0.2/model.tar.zst' } }] },
+    });
+    const run = await act({}, { nodeArgs: ['--import', FAST_RETRY] });
+    failed(run, /unsupported URL scheme \(ftp:\); only http and https are followed/);
+    assert.equal(downloads(api).filter((r) => !isProbe(r)).length, 1, 'refused once, not retried');
+  });
+
   test('https is never followed down to http', async () => {
     api.setFaults({ redirectTo: tlsStorage.origin, redirectQuery: `&${SIGNATURE}` });
     storage.setFaults({ queue: { download: [{ status: 302, headers: { location: `${origin(storage)}/plain?${SIGNATURE}` } }] } });

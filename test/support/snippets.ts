@@ -283,6 +283,30 @@ export function pinProblems(snippet: Snippet): string[] {
   return problems;
 }
 
+/**
+ * An action pinned to different commits in different files: Dependabot updates the workflows in
+ * `.github/workflows` only, so the examples must be brought along by hand and this says when not.
+ */
+export function pinDisagreements(snippets: Snippet[]): string[] {
+  const pins = new Map<string, Map<string, string[]>>();
+  for (const snippet of snippets) {
+    for (const { uses, comment } of usesLines(snippet.text)) {
+      if (uses.startsWith('./') || isThisAction(uses) || !uses.includes('@')) continue;
+      const [action, ref] = [uses.slice(0, uses.lastIndexOf('@')).split('/').slice(0, 2).join('/'), uses.slice(uses.lastIndexOf('@') + 1)];
+      const byRef = pins.get(action) ?? new Map<string, string[]>();
+      pins.set(action, byRef);
+      const key = `${ref}${comment ? ` # ${comment.split(/\s/)[0]}` : ''}`;
+      byRef.set(key, [...(byRef.get(key) ?? []), snippet.source]);
+    }
+  }
+  return [...pins]
+    .filter(([, byRef]) => byRef.size > 1)
+    .map(
+      ([action, byRef]) =>
+        `${action} is pinned ${[...byRef].map(([ref, where]) => `@${ref} in ${[...new Set(where)].join(', ')}`).join('; ')}`,
+    );
+}
+
 /** actions/download-artifact before v8 cannot read the un-zipped artifact this action uploads. */
 export function downloadArtifactProblems(snippet: Snippet): string[] {
   const problems: string[] = [];

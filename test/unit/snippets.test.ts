@@ -12,6 +12,7 @@ import {
   fileSnippet,
   findShellcheck,
   markdownYamlBlocks,
+  pinDisagreements,
   pinProblems,
   readAction,
   type Snippet,
@@ -77,6 +78,10 @@ describe('README blocks, examples and workflows', () => {
     assert.deepEqual(snippets.filter((s) => !s.source.startsWith('README.md')).flatMap(pinProblems), []);
   });
 
+  test('each third-party action is pinned to the same commit and version everywhere', () => {
+    assert.deepEqual(pinDisagreements(snippets.filter((s) => !s.source.startsWith('README.md'))), []);
+  });
+
   test('every artifact download reads un-zipped artifacts (download-artifact v8 or later)', () => {
     assert.deepEqual(snippets.flatMap(downloadArtifactProblems), []);
   });
@@ -94,7 +99,7 @@ describe('README blocks, examples and workflows', () => {
 });
 
 describe('each check can fail', () => {
-  const steps = (body: string): Snippet => ({ source: 'broken', text: body });
+  const steps = (body: string, source = 'broken'): Snippet => ({ source, text: body });
   const wf = (body: string) => asWorkflow(steps(body), ASSUMED_STEPS);
 
   test('YAML: a plain scalar holding ": " (the old "Download once per self-hosted GPU runner" block)', () => {
@@ -207,6 +212,18 @@ describe('each check can fail', () => {
     assert.deepEqual(downloadArtifactProblems(broken), [
       'broken: actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093 (v4.3.0) cannot read an un-zipped artifact: use v8 or later',
       'broken: actions/download-artifact@v5 cannot read an un-zipped artifact: use v8 or later',
+    ]);
+  });
+
+  test('pins: one action at two commits in two files', () => {
+    const a = steps('- uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1\n', 'a.yml');
+    const b = steps(
+      '- uses: actions/checkout@de0fac2e4500dabe0009e67214ff5f5447ce83dd # v6.0.2\n- uses: github/codeql-action/init@f205ea1c3313d32999d8d6a48b4f6530d4437b38 # v4.37.4\n',
+      'b.yml',
+    );
+    const c = steps('- uses: github/codeql-action/analyze@f205ea1c3313d32999d8d6a48b4f6530d4437b38 # v4.37.4\n', 'c.yml');
+    assert.deepEqual(pinDisagreements([a, b, c]), [
+      'actions/checkout is pinned @3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1 in a.yml; @de0fac2e4500dabe0009e67214ff5f5447ce83dd # v6.0.2 in b.yml',
     ]);
   });
 });
