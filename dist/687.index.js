@@ -271,8 +271,8 @@ async function withDecompressed(source, format, consume, options) {
                     break;
                 if (stopped || decoder.input.destroyed)
                     continue;
-                if (!decoder.input.write(chunk))
-                    await writable(decoder.input);
+                // Written through before the next chunk is asked for: the source may reuse its buffer.
+                await written(decoder.input, chunk);
             }
             if (!stopped && !failed)
                 decoder.input.end();
@@ -333,16 +333,15 @@ function isVerdict(error) {
         return !error.message.includes('ends inside');
     return error instanceof errors/* ActionError */.lZ || error.name === 'SafetensorsError';
 }
-/** Resolves once `stream` takes more, or is closed. */
-function writable(stream) {
+/** Writes `chunk`; resolves once the stream is done with it (handed on, failed or closed). */
+function written(stream, chunk) {
     return new Promise((resolve) => {
         const done = () => {
-            stream.off('drain', done);
             stream.off('close', done);
             resolve();
         };
-        stream.on('drain', done);
         stream.on('close', done);
+        stream.write(chunk, done);
     });
 }
 
@@ -2421,7 +2420,9 @@ function explainHttpStatus(status, detail, context, attempts) {
  * The archive's bytes, in order, for a consumer that follows the download (the content check):
  * read back from the part of the temp file that is already written without a gap, in large
  * slices, as it grows. A consumer slower than the download lags behind, reading from the disk;
- * nothing is buffered for it beyond the slice it holds. Each slice is a new Buffer it may keep.
+ * nothing is buffered for it beyond the slice it holds. The slices share one buffer: a slice is
+ * the consumer's until it asks for the next one. A fresh buffer per slice cost the content check
+ * about 0.7 CPU-s per GiB, mostly in garbage collection (a 1 GiB model archive, 2 cores).
  */
 
 const FOLLOW_SLICE_BYTES = 4 * 1024 * 1024;
@@ -2469,16 +2470,19 @@ class WrittenPrefix {
     }
 }
 /**
- * The bytes of `file` in order as `prefix` says they are written. The file is opened for each
- * slice, so that nothing holds it open between reads (on Windows an open file cannot be replaced).
+ * The bytes of `file` in order as `prefix` says they are written, each slice valid until the next
+ * is asked for. The file is opened for each slice, so that nothing holds it open between reads (on
+ * Windows an open file cannot be replaced).
  */
 async function* readGrowing(file, prefix, sliceBytes = FOLLOW_SLICE_BYTES) {
     let offset = 0;
+    let buffer;
     for (;;) {
         const readable = await prefix.readable(offset);
         if (readable === 0)
             return;
-        const slice = Buffer.allocUnsafe(Math.min(sliceBytes, readable));
+        buffer ??= Buffer.allocUnsafe(sliceBytes);
+        const slice = buffer.subarray(0, Math.min(sliceBytes, readable));
         const handle = await external_node_fs_.promises.open(file, 'r');
         let got = 0;
         try {

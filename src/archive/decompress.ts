@@ -157,7 +157,8 @@ export async function withDecompressed<T>(
         if (!stopped && !failed && decoder.input.destroyed) await done;
         if (failed) break;
         if (stopped || decoder.input.destroyed) continue;
-        if (!decoder.input.write(chunk)) await writable(decoder.input);
+        // Written through before the next chunk is asked for: the source may reuse its buffer.
+        await written(decoder.input, chunk);
       }
       if (!stopped && !failed) decoder.input.end();
     } catch (error) {
@@ -212,15 +213,14 @@ function isVerdict(error: unknown): boolean {
   return error instanceof ActionError || error.name === 'SafetensorsError';
 }
 
-/** Resolves once `stream` takes more, or is closed. */
-function writable(stream: Writable): Promise<void> {
+/** Writes `chunk`; resolves once the stream is done with it (handed on, failed or closed). */
+function written(stream: Writable, chunk: Uint8Array): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
-      stream.off('drain', done);
       stream.off('close', done);
       resolve();
     };
-    stream.on('drain', done);
     stream.on('close', done);
+    stream.write(chunk, done);
   });
 }

@@ -2,7 +2,9 @@
  * The archive's bytes, in order, for a consumer that follows the download (the content check):
  * read back from the part of the temp file that is already written without a gap, in large
  * slices, as it grows. A consumer slower than the download lags behind, reading from the disk;
- * nothing is buffered for it beyond the slice it holds. Each slice is a new Buffer it may keep.
+ * nothing is buffered for it beyond the slice it holds. The slices share one buffer: a slice is
+ * the consumer's until it asks for the next one. A fresh buffer per slice cost the content check
+ * about 0.7 CPU-s per GiB, mostly in garbage collection (a 1 GiB model archive, 2 cores).
  */
 import * as fs from 'node:fs';
 
@@ -56,15 +58,18 @@ export class WrittenPrefix {
 }
 
 /**
- * The bytes of `file` in order as `prefix` says they are written. The file is opened for each
- * slice, so that nothing holds it open between reads (on Windows an open file cannot be replaced).
+ * The bytes of `file` in order as `prefix` says they are written, each slice valid until the next
+ * is asked for. The file is opened for each slice, so that nothing holds it open between reads (on
+ * Windows an open file cannot be replaced).
  */
 export async function* readGrowing(file: string, prefix: WrittenPrefix, sliceBytes = FOLLOW_SLICE_BYTES): AsyncGenerator<Buffer> {
   let offset = 0;
+  let buffer: Buffer | undefined;
   for (;;) {
     const readable = await prefix.readable(offset);
     if (readable === 0) return;
-    const slice = Buffer.allocUnsafe(Math.min(sliceBytes, readable));
+    buffer ??= Buffer.allocUnsafe(sliceBytes);
+    const slice = buffer.subarray(0, Math.min(sliceBytes, readable));
     const handle = await fs.promises.open(file, 'r');
     let got = 0;
     try {

@@ -263,6 +263,23 @@ describe('decompressing as the bytes come', () => {
       assert.match(verdict, /cannot be read as a zstd-compressed tar/);
     });
 
+    test(`${name}: a source that reuses one buffer for every chunk is read right`, async () => {
+      const archive = await makeArchive(modelFiles({ weightBytes: 3 * 1024 * 1024 }), 'zstd');
+      // Chunks smaller than a stream takes without pushing back: the pump must still wait for each.
+      const buffer = Buffer.alloc(8000);
+      async function* oneBuffer() {
+        for (let offset = 0; offset < archive.length; offset += buffer.length) {
+          // What the decoder has not taken by the time the next chunk is asked for is lost.
+          buffer.fill(0xa5);
+          const n = archive.copy(buffer, 0, offset, offset + buffer.length);
+          yield buffer.subarray(0, n);
+        }
+      }
+      const report = await checkContents(oneBuffer(), 'zstd', MERGED, { zstd });
+      assert.equal(report.kind, 'merged');
+      assert.equal(report.safetensors.files, 1);
+    });
+
     test(`${name}: the source's own error comes through as it is`, async () => {
       const archive = await makeArchive(modelFiles({ weightBytes: 2 * 1024 * 1024 }), 'zstd');
       async function* broken() {
